@@ -1,0 +1,179 @@
+"""Scan profiles: YAML data shipped with the package, validated into typed settings.
+
+Errors name the file, the line and the field, so a user can fix a profile without reading code.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from scanner.models import Intrusiveness
+
+MAX_PROFILE_BYTES = 1024 * 1024
+MAX_EXTENDS_DEPTH = 8
+
+
+class ProfileError(ValueError):
+    """A profile cannot be used; the message is one line naming file, line and field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PortSet(_Strict):
+    tcp: list[int] = Field(default_factory=list)
+    udp: list[int] = Field(default_factory=list)
+
+    @field_validator("tcp", "udp")
+    @classmethod
+    def _valid_ports(cls, ports: list[int]) -> list[int]:
+        for port in ports:
+            if not 1 <= port <= 65535:
+                raise ValueError(f"port {port} is outside 1-65535")
+        return sorted(set(ports))
+
+
+class Timing(_Strict):
+    concurrency: int = Field(256, ge=1, le=4096)
+    per_host: int = Field(2, ge=1, le=64)
+    rate: float = Field(25.0, gt=0, le=10000)
+    connect_timeout: float = Field(2.0, gt=0, le=120)
+    read_timeout: float = Field(4.0, gt=0, le=300)
+    probe_budget: float = Field(30.0, gt=0, le=3600)
+    host_budget: float = Field(600.0, gt=0, le=86400)
+
+
+class Discovery(_Strict):
+    liveness_ports: list[int] = Field(default_factory=lambda: [80, 443, 22, 23])
+    arp: bool = True
+    mdns: bool = True
+    ssdp: bool = True
+    lan_wait: float = Field(3.0, ge=0, le=60)
+    nmap: bool = False
+
+
+class Checks(_Strict):
+    include: list[str] = Field(default_factory=list)  # empty: every check the cap allows
+    exclude: list[str] = Field(default_factory=list)
+
+
+class ScanProfile(_Strict):
+    name: str = Field(min_length=1, max_length=64)
+    description: str = ""
+    extends: str | None = None
+    max_intrusiveness: str = "auth_attempt"
+    ports: PortSet = Field(default_factory=PortSet)
+    timing: Timing = Field(default_factory=Timing)
+    discovery: Discovery = Field(default_factory=Discovery)
+    checks: Checks = Field(default_factory=Checks)
+    source: str = ""
+
+    @field_validator("max_intrusiveness")
+    @classmethod
+    def _valid_intrusiveness(cls, value: str) -> str:
+        Intrusiveness.parse(value)
+        return value.lower()
+
+    @property
+    def intrusiveness_cap(self) -> Intrusiveness:
+        return Intrusiveness.parse(self.max_intrusiveness)
+
+
+def builtin_profile_names() -> list[str]:
+    return sorted(p.name.removesuffix(".yaml") for p in files("profiles").joinpath("scan")
+                  .iterdir() if p.name.endswith(".yaml"))
+
+
+def _line_of(text: str, location: tuple[Any, ...]) -> int | None:
+    """The 1-based line of a field path in YAML text, to point the user at it."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for key in location:
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if k.value == key), None)
+            if match is None:
+                break
+            line, node = match[0].start_mark.line + 1, match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) \
+                and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _read(reference: str) -> tuple[str, str]:
+    """(text, where) for a built-in name or a path."""
+    if reference in builtin_profile_names():
+        resource = files("profiles").joinpath("scan", f"{reference}.yaml")
+        return resource.read_text(encoding="utf-8"), f"built-in profile {reference}"
+    path = Path(reference)
+    try:
+        if path.stat().st_size > MAX_PROFILE_BYTES:
+            raise ProfileError(f"{path}: larger than {MAX_PROFILE_BYTES} bytes")
+        return path.read_text(encoding="utf-8"), str(path)
+    except FileNotFoundError:
+        names = ", ".join(builtin_profile_names())
+        raise ProfileError(f"no profile {reference!r}: not a built-in ({names}) "
+                           "and no such file") from None
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ProfileError(f"{path}: not UTF-8 text") from None
+
+
+def _raw(reference: str, depth: int = 0) -> tuple[dict[str, Any], str, str]:
+    text, where = _read(reference)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ProfileError(f"{where}{line}: not valid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise ProfileError(f"{where}: a profile is a mapping of settings")
+    parent = data.get("extends")
+    if parent is None:
+        return data, text, where
+    if depth >= MAX_EXTENDS_DEPTH or not isinstance(parent, str):
+        raise ProfileError(f"{where}: 'extends' must name one profile, at most "
+                           f"{MAX_EXTENDS_DEPTH} deep (a loop?)")
+    base, _, _ = _raw(parent, depth + 1)
+    return _deep_merge(base, data), text, where
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_profile(reference: str) -> ScanProfile:
+    """A built-in profile by name, or a YAML file by path (with ``extends:`` resolved)."""
+    data, text, where = _raw(reference)
+    data["source"] = where
+    try:
+        return ScanProfile.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        location = tuple(error["loc"])
+        line = _line_of(text, location)
+        field = ".".join(str(part) for part in location) or "(top level)"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ProfileError(f"{where}{f':{line}' if line else ''}: {field}: "
+                           f"{error['msg']}{more}") from None

@@ -1,0 +1,1 @@
+"""Findings to clause verdicts to report files; renderers read one immutable ScanResult."""

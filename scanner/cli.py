@@ -1,0 +1,286 @@
+"""The ``iotbaseline`` command line.
+
+Exit codes: 0 no finding at or above --fail-on; 1 findings at or above it; 2 usage or
+configuration error; 3 the scan could not run; 130 interrupted (a partial report is written).
+Errors are one line on stderr; ``--debug`` adds the traceback. Only report payloads use stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import traceback
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+
+from probes.registry import load_probes
+from profiles import ProfileError, load_profile
+from scanner import __version__
+from scanner.engine import ScanEngine, ScanPlan
+from scanner.models import ScanResult, Severity
+from scanner.progress import ScanProgress
+from scanner.storage import REPORT_NAME, ResultStore
+from scanner.targets import Scope, TargetError, build_scope, parse_ports
+from scanner.textsafe import terminal_safe
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_SCAN_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+FORMATS = ("json",)
+DEFAULT_PROFILE = "safe"
+
+log = logging.getLogger("iotbaseline")
+
+
+class UsageError(Exception):
+    """Bad input from the user: shown as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own errors: one line, exit 2
+        sys.stderr.write(f"iotbaseline: error: {message} (see --help)\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text.removesuffix("/s"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number: {text!r}")
+    return value
+
+
+def _add_scan_options(parser: argparse.ArgumentParser, with_checks: bool) -> None:
+    parser.add_argument("targets", nargs="+", metavar="TARGET",
+                        help="address, CIDR, range (10.0.0.5-40), host name or @file")
+    parser.add_argument("--exclude", action="append", default=[], metavar="TARGET",
+                        help="leave these out (same forms as targets); repeatable")
+    parser.add_argument("--exclude-ports", default=os.environ.get("IOTBASELINE_EXCLUDE_PORTS",
+                                                                  ""),
+                        metavar="PORTS", help="ports never to contact, e.g. 2024,9100 "
+                        "(default from IOTBASELINE_EXCLUDE_PORTS)")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, metavar="NAME|PATH",
+                        help=f"scan profile (default {DEFAULT_PROFILE})")
+    parser.add_argument("--ports", metavar="PORTS",
+                        help="ports instead of the profile's: 22,80,8000-8100,U:161")
+    parser.add_argument("--out", type=Path, metavar="DIR",
+                        help="report folder (default: a new timestamped folder here)")
+    parser.add_argument("--format", default="json", metavar="FMT[,FMT]",
+                        help=f"report formats; JSON is always written ({', '.join(FORMATS)})")
+    parser.add_argument("--concurrency", type=_positive_int, metavar="N",
+                        help="connections in flight across the scan")
+    parser.add_argument("--per-host", type=_positive_int, metavar="N",
+                        help="connections in flight to one device (default 2)")
+    parser.add_argument("--rate", type=_positive_float, metavar="N/s",
+                        help="new connections per second to one device")
+    parser.add_argument("--timeout", type=_positive_float, metavar="S",
+                        help="connect and read timeout in seconds")
+    parser.add_argument("--allow-public", action="store_true",
+                        help="allow globally routable targets (only with authorisation)")
+    parser.add_argument("--force", action="store_true",
+                        help="allow more than 65,536 addresses")
+    if with_checks:
+        parser.add_argument("--fail-on", default="high", metavar="SEVERITY",
+                            help="exit 1 when a finding is at least this severe "
+                                 "(info, low, medium, high, critical; default high)")
+        parser.add_argument("--show-secrets", action="store_true",
+                            help="do not redact discovered passwords in reports")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="iotbaseline", description="Network-based baseline audit of IoT "
+                     "devices, mapped to ISO/IEC 27402:2023. Scan only networks you are "
+                     "authorised to test.")
+    parser.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    scan = commands.add_parser("scan", help="discover devices and run the checks")
+    _add_scan_options(scan, with_checks=True)
+    discover = commands.add_parser("discover", help="discovery and fingerprinting only")
+    _add_scan_options(discover, with_checks=False)
+    demo = commands.add_parser("demo", help="start a simulated IoT lab on 127.77.0.x, scan it")
+    demo.add_argument("--out", type=Path, metavar="DIR", help="report folder")
+    commands.add_parser("plugins", help="list the probes that are installed")
+    commands.add_parser("version", help="print the version")
+    return parser
+
+
+def _scope(args: argparse.Namespace) -> Scope:
+    excluded_ports = parse_ports(args.exclude_ports)["tcp"] if args.exclude_ports else []
+    return build_scope(args.targets, args.exclude, allow_public=args.allow_public,
+                       force=args.force, excluded_ports=excluded_ports)
+
+
+def _formats(text: str) -> list[str]:
+    asked = [item.strip().lower() for item in text.split(",") if item.strip()]
+    unknown = [item for item in asked if item not in FORMATS]
+    if unknown:
+        raise UsageError(f"unknown report format {unknown[0]!r} (available: {', '.join(FORMATS)})")
+    return sorted(set(asked) | {"json"})
+
+
+def _out_dir(requested: Path | None) -> Path:
+    if requested is not None:
+        if requested.exists() and not requested.is_dir():
+            raise UsageError(f"--out {requested} exists and is not a folder")
+        return requested
+    return Path.cwd() / f"iotbaseline-report-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def _plan(args: argparse.Namespace, with_checks: bool) -> ScanPlan:
+    scope = _scope(args)
+    profile = load_profile(args.profile)
+    ports = parse_ports(args.ports) if args.ports else None
+    probes, load_errors = load_probes() if with_checks else ([], [])
+    for error in load_errors:
+        log.warning("probe %s from %s not loaded: %s", error.entry_point, error.source,
+                    error.reason)
+    overrides = {"concurrency": args.concurrency, "per_host": args.per_host, "rate": args.rate,
+                 "connect_timeout": args.timeout, "read_timeout": args.timeout}
+    return ScanPlan.build(scope, profile, probes, ports=ports, overrides=overrides,
+                          show_secrets=getattr(args, "show_secrets", False),
+                          command_line=["iotbaseline", *sys.argv[1:]])
+
+
+async def _run_engine(plan: ScanPlan, out_dir: Path) -> ScanResult:
+    store = ResultStore(out_dir)
+    with ScanProgress(plan.scope.size) as progress:
+        engine = ScanEngine(plan, store, progress)
+        loop = asyncio.get_running_loop()
+
+        def interrupt() -> None:
+            log.warning("stopping: finishing the partial report (Ctrl-C again to abort)")
+            loop.remove_signal_handler(signal.SIGINT)
+            engine.stop()
+
+        loop.add_signal_handler(signal.SIGINT, interrupt)
+        try:
+            return await engine.run()
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+
+
+def print_summary(result: ScanResult, out_dir: Path) -> None:
+    """A short human summary on stderr; device strings are neutralised for the terminal."""
+    write = sys.stderr.write
+    state = "complete" if result.meta.complete else "INCOMPLETE (interrupted)"
+    write(f"\nScan {state}: {len(result.devices)} device(s), {len(result.findings)} "
+          f"finding(s), {len(result.errors)} probe error(s)\n")
+    for device in result.devices:
+        label = " ".join(filter(None, [device.vendor, device.manufacturer, device.model]))
+        services = ", ".join(f"{s.port}/{s.transport} {s.protocol}" for s in device.services)
+        write(f"  {device.address:<16} {terminal_safe(label, 40):<30} "
+              f"{terminal_safe(services, 120)}\n")
+    counts = Counter(f.severity for f in result.findings)
+    if counts:
+        write("  findings: " + ", ".join(f"{counts[s]} {s.value}" for s in reversed(Severity)
+                                         if counts[s]) + "\n")
+    for finding in result.findings[:20]:
+        write(f"  [{finding.severity.value:>8}] {finding.device}:{finding.port} "
+              f"{finding.check_id}: {terminal_safe(finding.summary, 160)}\n")
+    for note in result.meta.discovery_notes:
+        write(f"  note: {terminal_safe(note, 200)}\n")
+    write(f"Report: {out_dir / REPORT_NAME}\n")
+
+
+def _exit_code(result: ScanResult, fail_on: Severity | None) -> int:
+    if not result.meta.complete:
+        return EXIT_INTERRUPTED
+    if fail_on is not None and any(f.severity.rank >= fail_on.rank for f in result.findings):
+        return EXIT_FINDINGS
+    return EXIT_OK
+
+
+def _cmd_scan(args: argparse.Namespace, with_checks: bool) -> int:
+    try:
+        fail_on = Severity.parse(args.fail_on) if with_checks else None
+    except ValueError as exc:
+        raise UsageError(f"--fail-on: {exc}") from None
+    _formats(args.format)
+    plan = _plan(args, with_checks)
+    out_dir = _out_dir(args.out)
+    log.info("scanning %d address(es) with profile %s; report in %s", plan.scope.size,
+             plan.profile.name, out_dir)
+    result = asyncio.run(_run_engine(plan, out_dir))
+    print_summary(result, out_dir)
+    return _exit_code(result, fail_on)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from scanner.lab import Lab, default_devices
+
+    async def run() -> tuple[ScanResult, Path]:
+        devices = default_devices()
+        async with Lab(devices) as lab:
+            sys.stderr.write("Demo lab running: " + ", ".join(
+                f"{d.name} {d.address}" for d in devices) + "\n")
+            plan = ScanPlan.build(
+                build_scope(lab.addresses), load_profile(DEFAULT_PROFILE), load_probes()[0],
+                command_line=["iotbaseline", "demo"])
+            out_dir = _out_dir(args.out)
+            return await _run_engine(plan, out_dir), out_dir
+
+    result, out_dir = asyncio.run(run())
+    print_summary(result, out_dir)
+    return EXIT_OK if result.meta.complete else EXIT_INTERRUPTED
+
+
+def _cmd_plugins() -> int:
+    probes, errors = load_probes()
+    for loaded in sorted(probes, key=lambda lp: lp.probe.metadata.check_id):
+        meta = loaded.probe.metadata
+        sys.stdout.write(f"{meta.check_id:<28} {meta.intrusiveness.name.lower():<13} "
+                         f"{meta.severity.value:<9} {loaded.source:<24} {meta.title}\n")
+    for error in errors:
+        sys.stderr.write(f"not loaded: {error.entry_point} ({error.source}): {error.reason}\n")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not args.debug:
+        for noisy in ("scapy", "asyncio", "zeroconf", "paramiko"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        if args.command == "version":
+            sys.stdout.write(f"iotbaseline {__version__}\n")
+            return EXIT_OK
+        if args.command == "plugins":
+            return _cmd_plugins()
+        if args.command == "demo":
+            return _cmd_demo(args)
+        return _cmd_scan(args, with_checks=args.command == "scan")
+    except (UsageError, TargetError, ProfileError) as exc:
+        sys.stderr.write(f"iotbaseline: error: {exc}\n")
+        if args.debug:
+            traceback.print_exc()
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        sys.stderr.write("iotbaseline: aborted\n")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # the scan could not run: say why in one line
+        sys.stderr.write(f"iotbaseline: scan could not run: {type(exc).__name__}: {exc}\n")
+        if args.debug:
+            traceback.print_exc()
+        return EXIT_SCAN_FAILED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,229 @@
+"""Service identification on open ports, standard or not: banner first, then polite requests.
+
+Order per TCP port: wait briefly for a banner (SSH, Telnet, FTP speak first); if silent, send the
+request the port hints at (MQTT CONNECT, RTSP OPTIONS) or an HTTP GET; if still nothing, try a
+TLS handshake and repeat inside it. Fragile ports (raw printing) are never sent a byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from datetime import timezone
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from scanner.models import Certificate, Service
+from scanner.net import Connection, Network, insecure_tls_context
+from scanner.protocols import mqtt, telnet
+from scanner.protocols.ssh import parse_banner
+from scanner.protocols.textproto import (
+    USER_AGENT,
+    Head,
+    auth_scheme,
+    build_request,
+    head_complete,
+    html_title,
+    parse_head,
+    response_complete,
+)
+from scanner.protocols.udp import (
+    coap_get_well_known_core,
+    parse_coap,
+    parse_snmp_response,
+    snmp_get_sysdescr,
+)
+
+# Raw printing and similar services print or act on whatever arrives (nmap #2237).
+FRAGILE_PORTS = {9100: "jetdirect", 9101: "jetdirect", 9102: "jetdirect", 515: "lpd"}
+TLS_FIRST_PORTS = {443, 465, 636, 853, 993, 995, 4433, 5061, 5986, 8443, 8883, 9443}
+PORT_HINTS = {
+    21: "ftp", 22: "ssh", 23: "telnet", 25: "smtp", 80: "http", 443: "http", 554: "rtsp",
+    1883: "mqtt", 2222: "ssh", 2323: "telnet", 5555: "adb", 7547: "http", 8000: "http",
+    8080: "http", 8081: "http", 8443: "http", 8554: "rtsp", 8883: "mqtt", 49152: "http",
+}
+BANNER_WAIT = 1.5
+
+
+def _service(port: int, protocol: str, **values: object) -> Service:
+    return Service(port=port, transport="tcp", protocol=protocol, sources=["banner"],
+                   **values)  # type: ignore[arg-type]
+
+
+def _from_banner(port: int, banner: bytes) -> Service | None:
+    """Protocols that speak first, recognised from what they said."""
+    text = banner.decode("utf-8", "replace")
+    first_line = text.splitlines()[0] if text.splitlines() else ""
+    ssh = parse_banner(first_line)
+    if ssh:
+        return _service(port, "ssh", banner=first_line[:255], product=ssh[1], version=ssh[2],
+                        details={"ssh_protocol": ssh[0]})
+    if banner[:1] == bytes((telnet.IAC,)) or telnet.classify_prompt(banner) in ("login",
+                                                                                 "password"):
+        return None  # handled by the telnet path, which negotiates
+    if first_line[:4] in ("220 ", "220-"):
+        protocol = "smtp" if "SMTP" in first_line.upper() else "ftp"
+        return _service(port, protocol, banner=first_line[:255])
+    return None
+
+
+def _http_service(port: int, head: Head, tls: bool, protocol: str = "http") -> Service:
+    details = {"status": str(head.status)}
+    if head.protocol == "HTTP":
+        title = html_title(head.body)
+        if title:
+            details["title"] = title
+        scheme = auth_scheme(head)
+        if scheme:
+            details["auth"] = scheme
+        if head.header("location"):
+            details["location"] = head.header("location")[:512]
+    if head.header("public"):
+        details["methods"] = head.header("public")[:256]
+    server = head.header("server")
+    return _service(port, protocol, tls=tls, banner=server[:255], product=server[:128],
+                    details=details)
+
+
+async def _http_get(conn: Connection, host: str, port: int) -> Head | None:
+    host_header = f"[{host}]" if ":" in host else host
+    await conn.send(build_request("GET", "/", {
+        "Host": f"{host_header}:{port}", "User-Agent": USER_AGENT, "Accept": "*/*",
+        "Connection": "close"}))
+    data = await conn.recv_until(response_complete, max_bytes=32768)
+    return parse_head(data)
+
+
+async def _rtsp_options(conn: Connection, host: str, port: int) -> Head | None:
+    await conn.send(build_request("OPTIONS", f"rtsp://{host}:{port}/", {
+        "CSeq": "1", "User-Agent": USER_AGENT}, protocol="RTSP/1.0"))
+    head = parse_head(await conn.recv_until(head_complete, max_bytes=8192))
+    return head if head and head.protocol == "RTSP" else None
+
+
+async def _mqtt_probe(conn: Connection) -> int | None:
+    await conn.send(mqtt.connect_packet())
+    return mqtt.parse_connack(await conn.recv_until(lambda b: len(b) >= 4, max_bytes=64))
+
+
+def certificate_facts(der: bytes) -> Certificate:
+    cert = x509.load_der_x509_certificate(der)
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        sans = [str(value) for value in names.get_values_for_type(x509.DNSName)]
+        sans += [str(value) for value in names.get_values_for_type(x509.IPAddress)]
+    except x509.ExtensionNotFound:
+        sans = []
+    return Certificate(
+        subject=cert.subject.rfc4514_string()[:512],
+        issuer=cert.issuer.rfc4514_string()[:512],
+        not_before=cert.not_valid_before_utc.astimezone(timezone.utc),
+        not_after=cert.not_valid_after_utc.astimezone(timezone.utc),
+        serial=format(cert.serial_number, "x"),
+        sha256=cert.fingerprint(hashes.SHA256()).hex(),
+        self_signed=cert.subject == cert.issuer,
+        subject_alt_names=sans[:32],
+    )
+
+
+async def _identify_plain(network: Network, host: str, port: int) -> Service | None:
+    hint = PORT_HINTS.get(port)
+    async with await network.open_tcp(host, port) as conn:
+        banner = await conn.recv_until(
+            lambda b: b"\n" in b or telnet.classify_prompt(telnet.split_negotiation(b)[0])
+            is not None, max_bytes=4096, timeout=BANNER_WAIT)
+        if banner:
+            recognised = _from_banner(port, banner)
+            if recognised:
+                return recognised
+            if banner[:1] == bytes((telnet.IAC,)) or telnet.classify_prompt(banner):
+                text, prompt = await telnet.read_until_prompt(conn, timeout=3.0,
+                                                              initial=banner)
+                return _service(port, "telnet", banner=text.decode("utf-8", "replace")
+                                .strip()[-255:], details={"prompt": prompt or "none"})
+            return _service(port, "unknown", banner=banner.decode("utf-8", "replace")[:255])
+        if hint == "mqtt":
+            code = await _mqtt_probe(conn)
+            if code is not None:
+                return _service(port, "mqtt", details={
+                    "connack": mqtt.CONNACK_REASONS_V311.get(code, str(code))})
+        elif hint == "rtsp":
+            head = await _rtsp_options(conn, host, port)
+            if head:
+                return _http_service(port, head, tls=False, protocol="rtsp")
+        else:
+            head = await _http_get(conn, host, port)
+            if head:
+                return _http_service(port, head, tls=False,
+                                     protocol="rtsp" if head.protocol == "RTSP" else "http")
+    return None
+
+
+async def _identify_tls(network: Network, host: str, port: int) -> Service | None:
+    try:
+        conn = await network.open_tcp(host, port, tls=insecure_tls_context())
+    except (ssl.SSLError, ConnectionError, OSError, TimeoutError):
+        return None
+    async with conn:
+        certificate = certificate_facts(conn.peer_certificate_der) \
+            if conn.peer_certificate_der else None
+        details = {"tls_version": conn.tls_version or ""}
+        if PORT_HINTS.get(port) == "mqtt":
+            code = await _mqtt_probe(conn)
+            protocol = "mqtt" if code is not None else "tls"
+        else:
+            head = await _http_get(conn, host, port)
+            if head:
+                service = _http_service(port, head, tls=True)
+                return service.model_copy(update={
+                    "certificate": certificate, "details": {**service.details, **details}})
+            protocol = "tls"
+    return _service(port, protocol, tls=True, certificate=certificate, details=details)
+
+
+async def identify_tcp(network: Network, host: str, port: int) -> Service:
+    """Best identification of one open TCP port; never raises for what the device does."""
+    if port in FRAGILE_PORTS:
+        return Service(port=port, transport="tcp", protocol=FRAGILE_PORTS[port],
+                       sources=["port"], details={"note": "fragile port: no payload sent"})
+    attempts = [_identify_tls, _identify_plain] if port in TLS_FIRST_PORTS else \
+        [_identify_plain, _identify_tls]
+    problems = []
+    for attempt in attempts:
+        try:
+            service = await attempt(network, host, port)
+        except (ConnectionError, OSError, TimeoutError, ssl.SSLError, ValueError) as exc:
+            problems.append(f"{attempt.__name__.strip('_')}: {type(exc).__name__}")
+            continue
+        if service is not None:
+            return service
+    details = {"identification": "; ".join(problems)} if problems else {}
+    return Service(port=port, transport="tcp", protocol=PORT_HINTS.get(port, "unknown"),
+                   sources=["port"], details={**details, "guess": "port number only"})
+
+
+async def identify_udp(network: Network, host: str, port: int) -> Service | None:
+    """UDP answers only to a protocol-correct request; we send one where we know the protocol."""
+    if port == 161:
+        replies = await network.udp_exchange(host, port, snmp_get_sysdescr())
+        values = parse_snmp_response(replies[0]) if replies else None
+        if values is None:
+            return None
+        descr = next(iter(values.values()), "")
+        return Service(port=port, transport="udp", protocol="snmp", banner=descr[:255],
+                       sources=["snmp"], details={"community": "public", "version": "v2c"})
+    if port == 5683:
+        replies = await network.udp_exchange(host, port, coap_get_well_known_core())
+        parsed = parse_coap(replies[0]) if replies else None
+        if parsed is None:
+            return None
+        return Service(port=port, transport="udp", protocol="coap", sources=["coap"],
+                       details={"code": parsed["code"], "resources": parsed["payload"][:512]})
+    return None
+
+
+async def identify_all_udp(network: Network, host: str, ports: list[int]) -> list[Service]:
+    results = await asyncio.gather(*(identify_udp(network, host, port) for port in ports
+                                     if port in (161, 5683)), return_exceptions=True)
+    return [result for result in results if isinstance(result, Service)]

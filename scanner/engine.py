@@ -1,0 +1,376 @@
+"""The scan engine: one event loop, hosts fed through a bounded queue, every probe run contained.
+
+Per host: liveness, TCP connect sweep, service identification, UDP identification, optional nmap,
+then every applicable probe under its time budget. Whatever a device or a plugin does, the result
+is a finding, a check run or a recorded probe error — never a lost scan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import ssl
+import time
+import traceback
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from probes.api import Observation, Probe, ProbeContext, Target
+from probes.registry import LoadedProbe
+from reports.compliance import clauses_by_check
+from scanner import __version__
+from scanner.discovery import fingerprint, lan
+from scanner.discovery.nmap_scan import nmap_services
+from scanner.models import (
+    CheckRun,
+    CheckStatus,
+    Device,
+    Finding,
+    ProbeError,
+    ScanMeta,
+    ScanResult,
+    Service,
+    finding_id,
+    utc_now,
+)
+from scanner.net import Limits, Network, ScopeViolation, Transcript
+from scanner.storage import ResultStore
+from scanner.targets import Scope
+from profiles import ScanProfile
+
+log = logging.getLogger("iotbaseline.engine")
+
+MAX_HOST_WORKERS = 1024
+
+
+class Progress(Protocol):
+    """What the engine tells a progress display; every method must be cheap and never raise."""
+
+    def host_done(self, alive: bool, device: Device | None) -> None: ...
+    def probes_planned(self, count: int) -> None: ...
+    def probe_done(self, check_id: str, findings: int) -> None: ...
+
+
+class NoProgress:
+    def host_done(self, alive: bool, device: Device | None) -> None:
+        pass
+
+    def probes_planned(self, count: int) -> None:
+        pass
+
+    def probe_done(self, check_id: str, findings: int) -> None:
+        pass
+
+
+@dataclass
+class ScanPlan:
+    scope: Scope
+    profile: ScanProfile
+    probes: list[LoadedProbe]
+    limits: Limits
+    tcp_ports: list[int]
+    udp_ports: list[int]
+    show_secrets: bool = False
+    command_line: list[str] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, scope: Scope, profile: ScanProfile, probes: Iterable[LoadedProbe], *,
+              ports: dict[str, list[int]] | None = None, overrides: dict[str, float] | None = None,
+              show_secrets: bool = False, command_line: list[str] | None = None) -> ScanPlan:
+        """Apply the profile's caps and selections and the user's overrides."""
+        timing = profile.timing.model_dump()
+        timing.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        limits = Limits(concurrency=int(timing["concurrency"]), per_host=int(timing["per_host"]),
+                        rate=float(timing["rate"]), connect_timeout=float(timing["connect_timeout"]),
+                        read_timeout=float(timing["read_timeout"]),
+                        probe_budget=float(timing["probe_budget"]))
+        include, exclude = set(profile.checks.include), set(profile.checks.exclude)
+        selected = [
+            loaded for loaded in probes
+            if loaded.probe.metadata.intrusiveness <= profile.intrusiveness_cap
+            and (not include or loaded.probe.metadata.check_id in include)
+            and loaded.probe.metadata.check_id not in exclude
+        ]
+        chosen_ports = ports or {"tcp": profile.ports.tcp, "udp": profile.ports.udp}
+        tcp = [p for p in chosen_ports.get("tcp", []) if p not in scope.excluded_ports]
+        udp = [p for p in chosen_ports.get("udp", []) if p not in scope.excluded_ports]
+        return cls(scope, profile, selected, limits, tcp, udp, show_secrets,
+                   list(command_line or []))
+
+
+def _probe_error_kind(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ScopeViolation):
+        return "scope"
+    if isinstance(exc, (ConnectionError, OSError, ssl.SSLError)):
+        return "connection"
+    if isinstance(exc, (ValueError, UnicodeError, EOFError)):
+        return "protocol"
+    return "plugin"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
+
+
+class ScanEngine:
+    def __init__(self, plan: ScanPlan, store: ResultStore,
+                 progress: Progress | None = None) -> None:
+        self.plan = plan
+        self.store = store
+        self.progress = progress or NoProgress()
+        self.network = Network(plan.scope, plan.limits)
+        self.lan_facts: dict[str, lan.LanFacts] = {}
+        self._clauses = clauses_by_check()
+        self._task: asyncio.Task[None] | None = None
+        self._stopped = False
+        self.meta = ScanMeta(
+            tool_version=__version__, scan_id=str(uuid.uuid4()), profile=plan.profile.name,
+            targets=list(plan.scope.target_specs), excluded=list(plan.scope.exclude_specs),
+            scope_size=plan.scope.size, ports={"tcp": plan.tcp_ports, "udp": plan.udp_ports},
+            started_at=utc_now(), command_line=plan.command_line,
+            probes={lp.probe.metadata.check_id: lp.source for lp in plan.probes},
+        )
+
+    async def run(self) -> ScanResult:
+        """Scan everything in scope; on cancellation, keep and write what was found."""
+        self.store.start(self.meta)
+        self._task = asyncio.create_task(self._scan())
+        try:
+            await self._task
+            complete, reason = True, None
+        except asyncio.CancelledError:
+            if not self._stopped:
+                raise  # we were cancelled from outside: not ours to swallow
+            complete, reason = False, "interrupted before the scan finished"
+            log.warning("scan interrupted; writing the partial report")
+        except Exception as exc:  # an engine bug: keep what was found, say what happened
+            complete, reason = False, f"scan stopped by an internal error: {_one_line(exc)}"
+            self._record_error("engine", "-", None, exc)
+        finally:
+            self.network.close()
+        self.meta = self.meta.model_copy(update={
+            "finished_at": utc_now(), "complete": complete, "interrupted_reason": reason})
+        return self.store.finish(self.meta)
+
+    def stop(self) -> None:
+        """Stop scanning (Ctrl-C); ``run`` then writes the partial report."""
+        self._stopped = True
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _scan(self) -> None:
+        discovery = self.plan.profile.discovery
+        try:
+            self.lan_facts, notes = await lan.discover_links(
+                self.network, arp=discovery.arp, mdns=discovery.mdns,
+                ssdp=discovery.ssdp and 1900 in self.plan.udp_ports, wait=discovery.lan_wait)
+        except Exception as exc:  # link-local discovery is a bonus; the sweep still runs
+            notes = [f"link-local discovery failed: {_one_line(exc)}"]
+        if discovery.nmap and not shutil.which("nmap"):
+            notes.append("nmap requested by the profile but not installed; skipped")
+        self.meta.discovery_notes.extend(notes)
+        workers = max(1, min(MAX_HOST_WORKERS, self.plan.scope.size,
+                             self.plan.limits.concurrency // self.plan.limits.per_host or 1))
+        queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=workers * 2)
+
+        async def worker() -> None:
+            while (address := await queue.get()) is not None:
+                await self._scan_host_guarded(address)
+
+        tasks = [asyncio.create_task(worker()) for _ in range(workers)]
+        try:
+            for address in self.plan.scope.addresses():
+                await queue.put(address)
+            for _ in tasks:
+                await queue.put(None)
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _scan_host_guarded(self, address: str) -> None:
+        try:
+            async with asyncio.timeout(self.plan.profile.timing.host_budget):
+                await self._scan_host(address)
+        except TimeoutError:
+            self._record_error("host-scan", address, None, TimeoutError(
+                f"host budget of {self.plan.profile.timing.host_budget:.0f} s used up"))
+        except Exception as exc:  # an engine bug on one host must not end the scan
+            self._record_error("host-scan", address, None, exc)
+
+    async def _tcp_state(self, address: str, port: int) -> str:
+        """"open", "closed" (refused: the host is up) or "filtered" (no answer)."""
+        try:
+            conn = await self.network.open_tcp(address, port)
+        except ConnectionRefusedError:
+            return "closed"
+        except (TimeoutError, OSError):
+            return "filtered"
+        await conn.close()
+        return "open"
+
+    async def _sweep(self, address: str) -> tuple[bool, list[int]]:
+        liveness = [p for p in self.plan.profile.discovery.liveness_ports
+                    if p not in self.plan.scope.excluded_ports]
+        first = sorted(set(liveness))
+        states = dict(zip(first, await asyncio.gather(
+            *(self._tcp_state(address, port) for port in first))))
+        alive = address in self.lan_facts or any(s != "filtered" for s in states.values())
+        if not alive:
+            return False, []
+        rest = [p for p in self.plan.tcp_ports if p not in states]
+        states.update(zip(rest, await asyncio.gather(
+            *(self._tcp_state(address, port) for port in rest))))
+        return True, sorted(p for p in self.plan.tcp_ports if states.get(p) == "open")
+
+    async def _scan_host(self, address: str) -> None:
+        alive, open_ports = await self._sweep(address)
+        if not alive:
+            self.progress.host_done(False, None)
+            return
+        services = list(await asyncio.gather(
+            *(fingerprint.identify_tcp(self.network, address, port) for port in open_ports)))
+        services += await fingerprint.identify_all_udp(self.network, address,
+                                                       self.plan.udp_ports)
+        facts = self.lan_facts.get(address, lan.LanFacts())
+        if 1900 in self.plan.udp_ports and not facts.upnp:
+            try:
+                unicast = await lan.ssdp_unicast(self.network, address, wait=1.0)
+            except (OSError, ConnectionError, TimeoutError) as exc:
+                log.debug("ssdp unicast to %s failed: %s", address, exc)
+                unicast = {}
+            if address in unicast:
+                facts.upnp.update(unicast[address].upnp)
+                facts.sources |= unicast[address].sources
+        if facts.upnp:
+            services.append(Service(port=1900, transport="udp", protocol="ssdp",
+                                    banner=facts.upnp.get("server", ""), sources=["ssdp"]))
+        if self.plan.profile.discovery.nmap and open_ports and shutil.which("nmap"):
+            services = await self._merge_nmap(address, open_ports, services)
+        if not services and not facts.sources:
+            self.progress.host_done(True, None)
+            return
+        device = self._device(address, services, facts)
+        self.store.device(device)
+        self.progress.host_done(True, device)
+        await self._run_probes(device)
+
+    async def _merge_nmap(self, address: str, ports: list[int],
+                          services: list[Service]) -> list[Service]:
+        try:
+            found = await nmap_services(self.network, address, ports)
+        except Exception as exc:  # nmap output is external input; keep our own findings
+            self._record_error("nmap", address, None, exc)
+            return services
+        merged = []
+        for service in services:
+            extra = found.get(service.port) if service.transport == "tcp" else None
+            if extra:
+                update = {"sources": service.sources + ["nmap"]}
+                if service.protocol in ("unknown", "tls") and extra.get("name"):
+                    update["protocol"] = extra["name"]
+                if not service.product and extra.get("product"):
+                    update["product"] = extra["product"]
+                if not service.version and extra.get("version"):
+                    update["version"] = extra["version"]
+                service = service.model_copy(update=update)
+            merged.append(service)
+        return merged
+
+    def _device(self, address: str, services: list[Service], facts: lan.LanFacts) -> Device:
+        upnp, props = facts.upnp, facts.properties
+        snmp = next((s.banner for s in services if s.protocol == "snmp"), None)
+        hostnames = sorted(facts.hostnames | ({self.plan.scope.hostnames[address]}
+                                              if address in self.plan.scope.hostnames else set()))
+        return Device(
+            address=address, mac=facts.mac, vendor=facts.vendor, hostnames=hostnames,
+            manufacturer=upnp.get("manufacturer") or props.get("manufacturer")
+            or props.get("vendor"),
+            model=upnp.get("modelName") or props.get("model") or props.get("md"),
+            firmware=props.get("firmware") or props.get("fw") or props.get("fwversion"),
+            serial=upnp.get("serialNumber"),
+            os_guess=snmp,
+            services=sorted(services, key=lambda s: (s.transport, s.port)),
+            mdns_services=sorted(facts.mdns_services),
+            upnp=upnp,
+            discovered_by=sorted(facts.sources | {"banner" for s in services
+                                                  if s.transport == "tcp"}),
+        )
+
+    async def _run_probes(self, device: Device) -> None:
+        runs = [(loaded.probe, Target(device, service))
+                for loaded in self.plan.probes for service in device.services
+                if self._applies(loaded.probe, Target(device, service))]
+        self.progress.probes_planned(len(runs))
+        slots = asyncio.Semaphore(self.plan.limits.per_host)
+
+        async def run_one(probe: Probe, target: Target) -> None:
+            async with slots:
+                await self._run_probe(probe, target)
+
+        await asyncio.gather(*(run_one(probe, target) for probe, target in runs))
+
+    async def _run_probe(self, probe: Probe, target: Target) -> None:
+        metadata = probe.metadata
+        transcript = Transcript(show_secrets=self.plan.show_secrets)
+        ctx = ProbeContext(target, self.network, transcript)
+        started, clock = utc_now(), time.monotonic()
+        status, count = CheckStatus.ERROR, 0
+        try:
+            async with asyncio.timeout(self.plan.limits.probe_budget):
+                facts = await probe.collect(ctx)
+            observations = probe.evaluate(target, facts)
+            for observation in observations[:100]:
+                self.store.finding(self._finding(probe, target, observation, transcript))
+            count = min(len(observations), 100)
+            status = CheckStatus.FAIL if observations else CheckStatus.PASS
+        except TimeoutError:
+            self._record_error(metadata.check_id, target.address, target.port, TimeoutError(
+                f"probe budget of {self.plan.limits.probe_budget:.1f} s used up"))
+        except Exception as exc:  # plugins are third-party code: contain every failure
+            self._record_error(metadata.check_id, target.address, target.port, exc)
+        self.store.check_run(CheckRun(
+            check_id=metadata.check_id, device=target.address, port=target.port,
+            transport=target.service.transport, status=status, findings=count,
+            started_at=started, duration_s=round(time.monotonic() - clock, 3)))
+        self.progress.probe_done(metadata.check_id, count)
+
+    def _finding(self, probe: Probe, target: Target, observation: Observation,
+                 transcript: Transcript) -> Finding:
+        metadata = probe.metadata
+        return Finding(
+            id=finding_id(metadata.check_id, target.address, target.port,
+                          target.service.transport, observation.key),
+            check_id=metadata.check_id, title=metadata.title, summary=observation.summary,
+            severity=observation.severity or metadata.severity,
+            confidence=observation.confidence, device=target.address, port=target.port,
+            transport=target.service.transport, protocol=target.service.protocol,
+            clauses=self._clauses.get(metadata.check_id, {}),
+            evidence=list(transcript.exchanges), facts=dict(observation.facts),
+            remediation=metadata.remediation, references=list(metadata.references),
+            found_at=utc_now(),
+        )
+
+    def _record_error(self, check_id: str, address: str, port: int | None,
+                      exc: BaseException) -> None:
+        kind = _probe_error_kind(exc)
+        text = "".join(traceback.format_exception(exc)) if kind == "plugin" else ""
+        self.store.error(ProbeError(check_id=check_id, device=address, port=port,
+                                    reason=_one_line(exc), kind=kind,
+                                    traceback=text[-8000:], at=utc_now()))
+        log.info("%s on %s%s: %s", check_id, address, f":{port}" if port else "",
+                 _one_line(exc))
+
+    def _applies(self, probe: Probe, target: Target) -> bool:
+        try:
+            return bool(probe.applies_to(target))
+        except Exception as exc:  # a plugin's applies_to bug skips that plugin, not the scan
+            self._record_error(probe.metadata.check_id, target.address, target.port, exc)
+            return False

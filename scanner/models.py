@@ -1,0 +1,215 @@
+"""The scan data model: what the engine records and every renderer reads.
+
+Pydantic models give one definition for validation, JSON serialisation and the JSON Schema that is
+committed under ``reports/schema`` (a test fails when the two drift apart).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from datetime import datetime, timezone
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = "1.0"
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Severity(str, enum.Enum):
+    """Serialised by name; ``rank`` orders them so ``--fail-on`` can compare."""
+
+    INFO = "info"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return list(Severity).index(self)
+
+    @classmethod
+    def parse(cls, text: str) -> Severity:
+        try:
+            return cls(text.strip().lower())
+        except ValueError:
+            names = ", ".join(member.value for member in cls)
+            raise ValueError(f"unknown severity {text!r} (choose from {names})") from None
+
+
+class Intrusiveness(enum.IntEnum):
+    """How much a probe may disturb a device, in nmap NSE's spirit; profiles cap it."""
+
+    PASSIVE = 0  # only reads what discovery already collected
+    SAFE = 1  # ordinary protocol requests a normal client makes
+    AUTH_ATTEMPT = 2  # tries credentials, within a lockout-safe budget
+    INTRUSIVE = 3  # may stress the device (brute-force protection tests, long subscriptions)
+
+    @classmethod
+    def parse(cls, text: str) -> Intrusiveness:
+        try:
+            return cls[text.strip().upper().replace("-", "_")]
+        except KeyError:
+            names = ", ".join(member.name.lower() for member in cls)
+            raise ValueError(f"unknown intrusiveness {text!r} (choose from {names})") from None
+
+
+class Confidence(str, enum.Enum):
+    CONFIRMED = "confirmed"  # reproduced by an exchange that proves it
+    FIRM = "firm"  # strong indirect evidence
+    TENTATIVE = "tentative"  # a hint worth a manual look
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_enum_values=False)
+
+
+class Exchange(Model):
+    """One step of a conversation with a device, kept so an assessor can reproduce it."""
+
+    at: datetime
+    direction: str = Field(pattern="^(sent|received|event)$")
+    endpoint: str  # "tcp://127.0.0.1:23", "udp://…", "https://…"
+    data: str  # text with non-printable bytes escaped, secrets redacted
+    truncated: bool = False
+
+
+class Certificate(Model):
+    subject: str
+    issuer: str
+    not_before: datetime | None = None
+    not_after: datetime | None = None
+    serial: str = ""
+    sha256: str
+    self_signed: bool = False
+    subject_alt_names: list[str] = Field(default_factory=list)
+
+
+class Service(Model):
+    port: int = Field(ge=0, le=65535)
+    transport: str = Field(pattern="^(tcp|udp)$")
+    state: str = "open"
+    protocol: str = "unknown"  # identified application protocol: ssh, telnet, http, …
+    tls: bool = False
+    banner: str = ""
+    product: str = ""
+    version: str = ""
+    sources: list[str] = Field(default_factory=list)  # which discovery steps saw it
+    details: dict[str, str] = Field(default_factory=dict)  # http title, auth scheme, …
+    certificate: Certificate | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.transport}/{self.port}"
+
+
+class Device(Model):
+    address: str
+    mac: str | None = None
+    vendor: str | None = None  # from the MAC OUI
+    hostnames: list[str] = Field(default_factory=list)
+    manufacturer: str | None = None  # as the device describes itself (UPnP, mDNS, SNMP)
+    model: str | None = None
+    firmware: str | None = None
+    serial: str | None = None
+    os_guess: str | None = None
+    services: list[Service] = Field(default_factory=list)
+    mdns_services: list[str] = Field(default_factory=list)
+    upnp: dict[str, str] = Field(default_factory=dict)
+    discovered_by: list[str] = Field(default_factory=list)
+
+    def service(self, port: int, transport: str = "tcp") -> Service | None:
+        return next(
+            (s for s in self.services if s.port == port and s.transport == transport), None
+        )
+
+
+class Finding(Model):
+    id: str  # stable across scans: same check, device, port and key give the same id
+    check_id: str
+    title: str
+    summary: str
+    severity: Severity
+    confidence: Confidence
+    device: str
+    port: int | None = None
+    transport: str | None = None
+    protocol: str | None = None
+    clauses: dict[str, list[str]] = Field(default_factory=dict)  # framework id -> clause ids
+    evidence: list[Exchange] = Field(default_factory=list)
+    facts: dict[str, str] = Field(default_factory=dict)
+    remediation: str = ""
+    references: list[str] = Field(default_factory=list)
+    found_at: datetime
+
+
+def finding_id(check_id: str, device: str, port: int | None, transport: str | None,
+               key: str = "") -> str:
+    """A hash of what makes a finding the same finding, so scans can be compared."""
+    material = "|".join([check_id, device, str(port), str(transport), key])
+    return "IOTB-" + hashlib.sha256(material.encode()).hexdigest()[:16].upper()
+
+
+class CheckStatus(str, enum.Enum):
+    PASS = "pass"  # the check ran and found no counterexample
+    FAIL = "fail"  # at least one finding
+    ERROR = "error"  # the check could not complete (timeout, protocol error, plugin bug)
+
+
+class CheckRun(Model):
+    """One probe run against one service: the raw material for clause verdicts."""
+
+    check_id: str
+    device: str
+    port: int | None = None
+    transport: str | None = None
+    status: CheckStatus
+    findings: int = 0
+    started_at: datetime
+    duration_s: float
+
+
+class ProbeError(Model):
+    check_id: str
+    device: str
+    port: int | None = None
+    reason: str  # one line: "timeout after 10.0 s", "protocol error: …"
+    kind: str  # timeout | connection | protocol | scope | plugin
+    traceback: str = ""
+    at: datetime
+
+
+class ScanMeta(Model):
+    tool: str = "iotbaseline"
+    tool_version: str
+    schema_version: str = SCHEMA_VERSION
+    scan_id: str
+    profile: str
+    targets: list[str]
+    excluded: list[str] = Field(default_factory=list)
+    scope_size: int
+    ports: dict[str, list[int]]
+    started_at: datetime
+    finished_at: datetime | None = None
+    complete: bool = False
+    interrupted_reason: str | None = None
+    command_line: list[str] = Field(default_factory=list)
+    discovery_notes: list[str] = Field(default_factory=list)  # e.g. why ARP did not run
+    probes: dict[str, str] = Field(default_factory=dict)  # check id -> source "package version"
+
+
+class ScanResult(Model):
+    """The one immutable document renderers take."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: str = SCHEMA_VERSION
+    meta: ScanMeta
+    devices: list[Device]
+    findings: list[Finding]
+    check_runs: list[CheckRun]
+    errors: list[ProbeError]

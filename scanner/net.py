@@ -1,0 +1,360 @@
+"""The network gate: the only way any part of the scanner opens a socket.
+
+Every connection passes the scope check, takes a global and a per-host slot, waits for the
+per-host rate limit, and gets connect/read timeouts and a byte cap on every read. Exchanges are
+recorded into a transcript so findings carry reproducible evidence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import ssl
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from scanner.models import Exchange, utc_now
+from scanner.targets import Scope
+
+T = TypeVar("T")
+
+REDACTED = "«redacted»"
+
+
+class ScopeViolation(ConnectionError):
+    """A probe or a device reply tried to reach an address the user did not authorise."""
+
+
+class ReadLimitExceeded(ConnectionError):
+    """A device sent more than the byte cap allows for one read."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Politeness and safety limits; a scan profile sets them, CLI flags override."""
+
+    concurrency: int = 256  # connections in flight across the whole scan
+    per_host: int = 2  # connections in flight to one device (IoT devices are fragile)
+    rate: float = 25.0  # new connections per second to one device
+    connect_timeout: float = 2.0
+    read_timeout: float = 4.0
+    max_read_bytes: int = 256 * 1024  # cap on any single read
+    probe_budget: float = 30.0  # total seconds one probe may spend on one service
+    blocking_workers: int = 8  # threads for blocking libraries (paramiko)
+
+
+def escape_bytes(data: bytes) -> str:
+    """Readable and reversible: printable ASCII, newlines and tabs kept, the rest as \\xNN."""
+    out = []
+    for byte in data:
+        if byte == 0x5C:
+            out.append("\\\\")
+        elif 0x20 <= byte < 0x7F or byte in (0x0A, 0x09):
+            out.append(chr(byte))
+        elif byte == 0x0D:
+            out.append("\\r")
+        else:
+            out.append(f"\\x{byte:02x}")
+    return "".join(out)
+
+
+class Transcript:
+    """What was sent and seen, capped in entries and bytes, with secrets redacted."""
+
+    MAX_ENTRIES = 200
+    MAX_BYTES_PER_ENTRY = 4096
+
+    def __init__(self, show_secrets: bool = False) -> None:
+        self.exchanges: list[Exchange] = []
+        self._secrets: list[bytes] = []
+        self._show_secrets = show_secrets
+        self.dropped = 0
+
+    def add_secret(self, secret: str | bytes) -> None:
+        value = secret.encode() if isinstance(secret, str) else secret
+        if value and not self._show_secrets:
+            self._secrets.append(value)
+
+    def record(self, direction: str, endpoint: str, data: bytes | str) -> None:
+        if len(self.exchanges) >= self.MAX_ENTRIES:
+            self.dropped += 1
+            return
+        raw = data.encode("utf-8", "replace") if isinstance(data, str) else data
+        truncated = len(raw) > self.MAX_BYTES_PER_ENTRY
+        text = escape_bytes(raw[: self.MAX_BYTES_PER_ENTRY])
+        for secret in self._secrets:
+            text = text.replace(escape_bytes(secret), REDACTED)
+        self.exchanges.append(Exchange(at=utc_now(), direction=direction, endpoint=endpoint,
+                                       data=text, truncated=truncated))
+
+
+class _HostGate:
+    """Concurrency slots and a start-rate limit for one device."""
+
+    def __init__(self, per_host: int, rate: float) -> None:
+        self.slots = asyncio.Semaphore(per_host)
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.next_start = 0.0
+        self.users = 0
+
+    async def pace(self) -> None:
+        now = time.monotonic()
+        start = max(now, self.next_start)
+        self.next_start = start + self.interval
+        if start > now:
+            await asyncio.sleep(start - now)
+
+
+class Connection:
+    """A TCP (optionally TLS) stream with bounded reads and a transcript."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 endpoint: str, limits: Limits, transcript: Transcript | None,
+                 release: Callable[[], None]) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.endpoint = endpoint
+        self.limits = limits
+        self.transcript = transcript
+        self._release = release
+        self._closed = False
+
+    @property
+    def peer_certificate_der(self) -> bytes | None:
+        ssl_object = self.writer.get_extra_info("ssl_object")
+        return ssl_object.getpeercert(binary_form=True) if ssl_object else None
+
+    @property
+    def tls_version(self) -> str | None:
+        ssl_object = self.writer.get_extra_info("ssl_object")
+        return ssl_object.version() if ssl_object else None
+
+    def _record(self, direction: str, data: bytes) -> None:
+        if self.transcript is not None and data:
+            self.transcript.record(direction, self.endpoint, data)
+
+    async def send(self, data: bytes) -> None:
+        self._record("sent", data)
+        self.writer.write(data)
+        await asyncio.wait_for(self.writer.drain(), self.limits.read_timeout)
+
+    async def recv(self, max_bytes: int | None = None, timeout: float | None = None) -> bytes:
+        """Whatever arrives first (b"" at EOF); raises TimeoutError when nothing does."""
+        cap = min(max_bytes or self.limits.max_read_bytes, self.limits.max_read_bytes)
+        data = await asyncio.wait_for(self.reader.read(cap),
+                                      timeout if timeout is not None else self.limits.read_timeout)
+        self._record("received", data)
+        return data
+
+    async def recv_until(self, done: Callable[[bytes], bool], max_bytes: int | None = None,
+                         timeout: float | None = None) -> bytes:
+        """Read until ``done(buffer)``, EOF, the byte cap or the deadline; returns what came.
+
+        Running out of time or bytes is not an error here: the caller judges what it got.
+        """
+        cap = min(max_bytes or self.limits.max_read_bytes, self.limits.max_read_bytes)
+        deadline = time.monotonic() + (timeout if timeout is not None
+                                       else self.limits.read_timeout)
+        buffer = bytearray()
+        while len(buffer) < cap and not done(bytes(buffer)):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                chunk = await asyncio.wait_for(self.reader.read(cap - len(buffer)), remaining)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            buffer.extend(chunk)
+        self._record("received", bytes(buffer))
+        return bytes(buffer)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.writer.close()
+            await asyncio.wait_for(self.writer.wait_closed(), 1.0)
+        except (OSError, TimeoutError, ssl.SSLError):
+            pass
+        finally:
+            self._release()
+
+    async def __aenter__(self) -> Connection:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+def insecure_tls_context() -> ssl.SSLContext:
+    """Accept any certificate and the widest protocol range: we observe, we do not trust."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    try:
+        context.set_ciphers("ALL:@SECLEVEL=0")
+    except ssl.SSLError:
+        pass
+    return context
+
+
+@dataclass
+class Network:
+    """Scope-checked, rate-limited access to the network, shared by discovery and probes."""
+
+    scope: Scope
+    limits: Limits = field(default_factory=Limits)
+    _global: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
+    _hosts: dict[str, _HostGate] = field(default_factory=dict, init=False, repr=False)
+    _executor: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
+    connections_opened: int = field(default=0, init=False)
+    scope_refusals: list[str] = field(default_factory=list, init=False)
+
+    def check_scope(self, host: str, port: int | None = None) -> None:
+        if not self.scope.allows(host, port):
+            note = f"{host}:{port}" if port is not None else host
+            if len(self.scope_refusals) < 1000:
+                self.scope_refusals.append(note)
+            raise ScopeViolation(f"{note} is outside the authorised scope; not contacted")
+
+    async def _acquire(self, host: str) -> Callable[[], None]:
+        if self._global is None:
+            self._global = asyncio.Semaphore(self.limits.concurrency)
+        gate = self._hosts.get(host)
+        if gate is None:
+            gate = self._hosts[host] = _HostGate(self.limits.per_host, self.limits.rate)
+        gate.users += 1
+        try:
+            await gate.slots.acquire()
+        except BaseException:
+            self._forget(host, gate)
+            raise
+        try:
+            await self._global.acquire()
+        except BaseException:
+            gate.slots.release()
+            self._forget(host, gate)
+            raise
+        try:
+            await gate.pace()
+        except BaseException:
+            self._global.release()
+            gate.slots.release()
+            self._forget(host, gate)
+            raise
+        self.connections_opened += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            assert self._global is not None
+            self._global.release()
+            gate.slots.release()
+            self._forget(host, gate)
+
+        return release
+
+    def _forget(self, host: str, gate: _HostGate) -> None:
+        """Drop a host's gate when nobody uses it, so state does not grow with the scope."""
+        gate.users -= 1
+        if gate.users == 0 and time.monotonic() >= gate.next_start:
+            self._hosts.pop(host, None)
+
+    async def slot(self, host: str, port: int | None = None) -> Callable[[], None]:
+        """Hold a connection slot for I/O done by a library (aiohttp, paramiko, zeroconf)."""
+        self.check_scope(host, port)
+        return await self._acquire(host)
+
+    async def open_tcp(self, host: str, port: int, *, tls: ssl.SSLContext | None = None,
+                       server_hostname: str | None = None, transcript: Transcript | None = None,
+                       timeout: float | None = None) -> Connection:
+        self.check_scope(host, port)
+        release = await self._acquire(host)
+        scheme = "tls" if tls else "tcp"
+        endpoint = f"{scheme}://{_host_for_url(host)}:{port}"
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(
+                    host, port, ssl=tls, server_hostname=(server_hostname or "") if tls else None,
+                    limit=self.limits.max_read_bytes,
+                ),
+                timeout if timeout is not None else self.limits.connect_timeout,
+            )
+        except BaseException:
+            release()
+            raise
+        if transcript is not None:
+            transcript.record("event", endpoint, "connected")
+        return Connection(reader, writer, endpoint, self.limits, transcript, release)
+
+    async def udp_exchange(self, host: str, port: int, payload: bytes, *,
+                           transcript: Transcript | None = None, timeout: float | None = None,
+                           max_replies: int = 1) -> list[bytes]:
+        """Send one datagram and collect up to ``max_replies`` answers from that host:port."""
+        self.check_scope(host, port)
+        release = await self._acquire(host)
+        endpoint = f"udp://{_host_for_url(host)}:{port}"
+        loop = asyncio.get_running_loop()
+        replies: list[bytes] = []
+        arrived = asyncio.Event()
+        cap = self.limits.max_read_bytes
+
+        class _Collector(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+                if addr[0] == host and addr[1] == port and len(replies) < max_replies:
+                    replies.append(data[:cap])
+                    if len(replies) >= max_replies:
+                        arrived.set()
+
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+        transport = None
+        try:
+            transport, _ = await loop.create_datagram_endpoint(_Collector, family=family)
+            if transcript is not None:
+                transcript.record("sent", endpoint, payload)
+            transport.sendto(payload, (host, port))
+            try:
+                await asyncio.wait_for(arrived.wait(),
+                                       timeout if timeout is not None
+                                       else self.limits.read_timeout)
+            except TimeoutError:
+                pass
+        finally:
+            if transport is not None:
+                transport.close()
+            release()
+        if transcript is not None:
+            for reply in replies:
+                transcript.record("received", endpoint, reply)
+        return replies
+
+    async def run_blocking(self, function: Callable[..., T], *args: Any) -> T:
+        """Run a blocking library call in the bounded thread pool."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.limits.blocking_workers,
+                                                thread_name_prefix="iotb-blocking")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+
+def _host_for_url(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def any_in_scope(scope: Scope, addresses: Iterable[str]) -> list[str]:
+    return [address for address in addresses if scope.allows(address)]

@@ -1,0 +1,92 @@
+"""Telnet option negotiation (RFC 854/855): refuse every option so the device gets to its prompt.
+
+Devices that negotiate forever cannot hold us: the caller's deadline and byte cap bound the loop.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from scanner.net import Connection
+
+IAC, DONT, DO, WONT, WILL, SB, SE = 255, 254, 253, 252, 251, 250, 240
+
+LOGIN_PROMPT = re.compile(rb"(login|username|user name|user)\s*:\s*$", re.IGNORECASE)
+PASSWORD_PROMPT = re.compile(rb"password\s*:\s*$", re.IGNORECASE)
+SHELL_PROMPT = re.compile(rb"([#$>%]|\]#|\]\$)\s*$")
+
+
+def split_negotiation(data: bytes) -> tuple[bytes, bytes]:
+    """Separate text from IAC sequences; returns (text, our refusals to send back)."""
+    text = bytearray()
+    replies = bytearray()
+    index = 0
+    while index < len(data):
+        byte = data[index]
+        if byte != IAC:
+            text.append(byte)
+            index += 1
+            continue
+        if index + 1 >= len(data):
+            break
+        command = data[index + 1]
+        if command == IAC:  # escaped 0xFF data byte
+            text.append(IAC)
+            index += 2
+        elif command in (DO, DONT, WILL, WONT):
+            if index + 2 >= len(data):
+                break
+            option = data[index + 2]
+            if command == DO:
+                replies += bytes((IAC, WONT, option))
+            elif command == WILL:
+                replies += bytes((IAC, DONT, option))
+            index += 3
+        elif command == SB:
+            end = data.find(bytes((IAC, SE)), index + 2)
+            index = len(data) if end < 0 else end + 2
+        else:
+            index += 2
+    return bytes(text), bytes(replies)
+
+
+def classify_prompt(text: bytes) -> str | None:
+    """"login", "password", "shell" or None: what the device's last line asks for."""
+    lines = text.replace(b"\x00", b"").splitlines()
+    last = lines[-1].strip() if lines else b""
+    if LOGIN_PROMPT.search(last):
+        return "login"
+    if PASSWORD_PROMPT.search(last):
+        return "password"
+    if last and SHELL_PROMPT.search(last):
+        return "shell"
+    return None
+
+
+async def read_until_prompt(conn: Connection, timeout: float, max_bytes: int = 16384,
+                            initial: bytes = b"") -> tuple[bytes, str | None]:
+    """Answer negotiation and collect text until a prompt, EOF, the deadline or the byte cap."""
+    deadline = time.monotonic() + timeout
+    text = bytearray()
+    pending = initial
+    received = len(initial)
+    while True:
+        if pending:
+            chunk_text, replies = split_negotiation(pending)
+            text += chunk_text
+            if replies:
+                await conn.send(replies)
+            prompt = classify_prompt(bytes(text))
+            if prompt is not None:
+                return bytes(text), prompt
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or received >= max_bytes:
+            return bytes(text), None
+        try:
+            pending = await conn.recv(max_bytes - received, timeout=remaining)
+        except TimeoutError:
+            return bytes(text), None
+        if not pending:
+            return bytes(text), None
+        received += len(pending)
