@@ -312,18 +312,23 @@ class Network:
 
         class _Collector(asyncio.DatagramProtocol):
             def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-                if addr[0] == host and addr[1] == port and len(replies) < max_replies:
+                if len(replies) < max_replies:
                     replies.append(data[:cap])
                     if len(replies) >= max_replies:
                         arrived.set()
 
+            def error_received(self, exc: Exception) -> None:
+                arrived.set()  # ICMP port unreachable: closed, no need to wait
+
         family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
         transport = None
         try:
-            transport, _ = await loop.create_datagram_endpoint(_Collector, family=family)
+            # Connected, so the kernel filters other senders and reports ICMP unreachable.
+            transport, _ = await loop.create_datagram_endpoint(
+                _Collector, family=family, remote_addr=(host, port))
             if transcript is not None:
                 transcript.record("sent", endpoint, payload)
-            transport.sendto(payload, (host, port))
+            transport.sendto(payload)
             try:
                 await asyncio.wait_for(arrived.wait(),
                                        timeout if timeout is not None

@@ -43,7 +43,8 @@ PORT_HINTS = {
     1883: "mqtt", 2222: "ssh", 2323: "telnet", 5555: "adb", 7547: "http", 8000: "http",
     8080: "http", 8081: "http", 8443: "http", 8554: "rtsp", 8883: "mqtt", 49152: "http",
 }
-BANNER_WAIT = 1.5
+BANNER_WAIT = 1.5  # services that speak first do so at once; nmap's NULL probe waits longer
+CLIENT_FIRST_WAIT = 0.5  # ports whose usual protocol waits for the client (HTTP, RTSP, MQTT)
 
 
 def _service(port: int, protocol: str, **values: object) -> Service:
@@ -132,7 +133,8 @@ async def _identify_plain(network: Network, host: str, port: int) -> Service | N
     async with await network.open_tcp(host, port) as conn:
         banner = await conn.recv_until(
             lambda b: b"\n" in b or telnet.classify_prompt(telnet.split_negotiation(b)[0])
-            is not None, max_bytes=4096, timeout=BANNER_WAIT)
+            is not None, max_bytes=4096,
+            timeout=CLIENT_FIRST_WAIT if hint in ("http", "rtsp", "mqtt") else BANNER_WAIT)
         if banner:
             recognised = _from_banner(port, banner)
             if recognised:

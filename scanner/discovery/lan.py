@@ -223,8 +223,7 @@ async def upnp_from_replies(network: Network,
 
 async def ssdp_unicast(network: Network, host: str, wait: float) -> dict[str, LanFacts]:
     """UPnP 1.1 unicast M-SEARCH to one device: works off-link and on loopback labs."""
-    replies = await network.udp_exchange(host, SSDP_PORT, ssdp_msearch(host), timeout=wait,
-                                         max_replies=4)
+    replies = await network.udp_exchange(host, SSDP_PORT, ssdp_msearch(host), timeout=wait)
     return await upnp_from_replies(network, [(host, reply) for reply in replies])
 
 

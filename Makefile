@@ -1,0 +1,33 @@
+# The two commands a new user needs:  make demo   (install and scan the built-in lab)
+#                                     make test   (install test needs and run the whole suite)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Debian packages the integration tests drive: nmap (python-nmap path), iproute2 (namespaces).
+TEST_DEBS := nmap iproute2
+
+.PHONY: demo test install test-install system-deps
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install -q -e .
+
+demo: install
+	$(BIN)/iotbaseline demo
+
+system-deps:
+	@missing=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then echo "system packages present:$(TEST_DEBS:%= %)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing:$$missing"; apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	else echo "not root: cannot install$$missing; tests needing them will be skipped"; fi
+
+test-install: $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+
+test: system-deps test-install
+	$(BIN)/python -m pytest
