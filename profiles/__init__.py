@@ -68,10 +68,10 @@ class ScanProfile(_Strict):
     description: str = ""
     extends: str | None = None
     max_intrusiveness: str = "auth_attempt"
-    ports: PortSet = Field(default_factory=PortSet)
-    timing: Timing = Field(default_factory=Timing)
-    discovery: Discovery = Field(default_factory=Discovery)
-    checks: Checks = Field(default_factory=Checks)
+    ports: PortSet = PortSet()
+    timing: Timing = Timing()
+    discovery: Discovery = Discovery()
+    checks: Checks = Checks()
     source: str = ""
 
     @field_validator("max_intrusiveness")

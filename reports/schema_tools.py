@@ -20,7 +20,9 @@ def generated_schema() -> dict[str, Any]:
 
 
 def committed_schema() -> dict[str, Any]:
-    return json.loads(files("reports").joinpath("schema", SCHEMA_FILE).read_text("utf-8"))
+    schema: dict[str, Any] = json.loads(
+        files("reports").joinpath("schema", SCHEMA_FILE).read_text("utf-8"))
+    return schema
 
 
 if __name__ == "__main__":  # python -m reports.schema_tools > reports/schema/report.schema.json

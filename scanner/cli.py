@@ -17,6 +17,7 @@ import traceback
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
+from typing import NoReturn
 
 from probes.registry import load_probes
 from profiles import ProfileError, load_profile
@@ -40,7 +41,7 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse's own errors: one line, exit 2
+    def error(self, message: str) -> NoReturn:  # argparse's own errors: one line, exit 2
         sys.stderr.write(f"iotbaseline: error: {message} (see --help)\n")
         raise SystemExit(EXIT_USAGE)
 

@@ -16,10 +16,11 @@ import traceback
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from probes.api import Observation, Probe, ProbeContext, Target
 from probes.registry import LoadedProbe
+from profiles import ScanProfile
 from reports.compliance import clauses_by_check
 from scanner import __version__
 from scanner.discovery import fingerprint, lan
@@ -39,7 +40,6 @@ from scanner.models import (
 from scanner.net import Limits, Network, ScopeViolation, Transcript
 from scanner.storage import ResultStore
 from scanner.targets import Scope
-from profiles import ScanProfile
 
 log = logging.getLogger("iotbaseline.engine")
 
@@ -83,10 +83,11 @@ class ScanPlan:
         """Apply the profile's caps and selections and the user's overrides."""
         timing = profile.timing.model_dump()
         timing.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        limits = Limits(concurrency=int(timing["concurrency"]), per_host=int(timing["per_host"]),
-                        rate=float(timing["rate"]), connect_timeout=float(timing["connect_timeout"]),
-                        read_timeout=float(timing["read_timeout"]),
-                        probe_budget=float(timing["probe_budget"]))
+        limits = Limits(
+            concurrency=int(timing["concurrency"]), per_host=int(timing["per_host"]),
+            rate=float(timing["rate"]), connect_timeout=float(timing["connect_timeout"]),
+            read_timeout=float(timing["read_timeout"]),
+            probe_budget=float(timing["probe_budget"]))
         include, exclude = set(profile.checks.include), set(profile.checks.exclude)
         selected = [
             loaded for loaded in probes
@@ -221,13 +222,13 @@ class ScanEngine:
                     if p not in self.plan.scope.excluded_ports]
         first = sorted(set(liveness))
         states = dict(zip(first, await asyncio.gather(
-            *(self._tcp_state(address, port) for port in first))))
+            *(self._tcp_state(address, port) for port in first)), strict=True))
         alive = address in self.lan_facts or any(s != "filtered" for s in states.values())
         if not alive:
             return False, []
         rest = [p for p in self.plan.tcp_ports if p not in states]
         states.update(zip(rest, await asyncio.gather(
-            *(self._tcp_state(address, port) for port in rest))))
+            *(self._tcp_state(address, port) for port in rest)), strict=True))
         return True, sorted(p for p in self.plan.tcp_ports if states.get(p) == "open")
 
     async def _scan_host(self, address: str) -> None:
@@ -273,7 +274,7 @@ class ScanEngine:
         for service in services:
             extra = found.get(service.port) if service.transport == "tcp" else None
             if extra:
-                update = {"sources": service.sources + ["nmap"]}
+                update: dict[str, Any] = {"sources": [*service.sources, "nmap"]}
                 if service.protocol in ("unknown", "tls") and extra.get("name"):
                     update["protocol"] = extra["name"]
                 if not service.product and extra.get("product"):

@@ -191,7 +191,7 @@ async def _serve_telnet(
     """BusyBox-style telnetd + login: the shape default-credential probes expect."""
     await _send(writer, bytes((IAC, WILL, ECHO, IAC, WILL, SUPPRESS_GO_AHEAD, IAC, DO, NAWS)))
     lines = _TelnetInput(reader)
-    for attempt in range(1, max_failures + 1):
+    for _attempt in range(1, max_failures + 1):
         await _send(writer, prompt)
         user = await lines.readline()
         # We offered WILL ECHO, so the client expects us to echo the user name (not the password).
@@ -795,7 +795,7 @@ class Lab:
             # A misbehaving client costs only its own connection. CancelledError (from stop())
             # ends the task normally too: Python 3.11's start_server logs a traceback for a
             # connection task that ends cancelled.
-            except (Exception, asyncio.CancelledError):  # noqa: BLE001
+            except (Exception, asyncio.CancelledError):
                 writer.transport.abort()
             finally:
                 self._connections.pop(task, None)

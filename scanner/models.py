@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,10 +16,10 @@ SCHEMA_VERSION = "1.0"
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
-class Severity(str, enum.Enum):
+class Severity(enum.StrEnum):
     """Serialised by name; ``rank`` orders them so ``--fail-on`` can compare."""
 
     INFO = "info"
@@ -58,7 +58,7 @@ class Intrusiveness(enum.IntEnum):
             raise ValueError(f"unknown intrusiveness {text!r} (choose from {names})") from None
 
 
-class Confidence(str, enum.Enum):
+class Confidence(enum.StrEnum):
     CONFIRMED = "confirmed"  # reproduced by an exchange that proves it
     FIRM = "firm"  # strong indirect evidence
     TENTATIVE = "tentative"  # a hint worth a manual look
@@ -154,7 +154,7 @@ def finding_id(check_id: str, device: str, port: int | None, transport: str | No
     return "IOTB-" + hashlib.sha256(material.encode()).hexdigest()[:16].upper()
 
 
-class CheckStatus(str, enum.Enum):
+class CheckStatus(enum.StrEnum):
     PASS = "pass"  # the check ran and found no counterexample
     FAIL = "fail"  # at least one finding
     ERROR = "error"  # the check could not complete (timeout, protocol error, plugin bug)

@@ -10,7 +10,14 @@ import sys
 from types import TracebackType
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from scanner.models import Device
 
@@ -26,7 +33,8 @@ class ScanProgress:
         self.probes_total = self.probes_done = self.findings = 0
         self.live = sys.stderr.isatty() if live is None else live
         self._progress: Progress | None = None
-        self._hosts_task = self._probes_task = None
+        self._hosts_task: TaskID | None = None
+        self._probes_task: TaskID | None = None
 
     def __enter__(self) -> ScanProgress:
         if self.live:
@@ -46,7 +54,7 @@ class ScanProgress:
             self._progress.stop()
 
     def _refresh(self) -> None:
-        if self._progress is None:
+        if self._progress is None or self._hosts_task is None or self._probes_task is None:
             return
         self._progress.update(self._hosts_task, completed=self.hosts_done,
                               extra=f"{self.devices} devices")

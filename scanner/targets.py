@@ -82,6 +82,7 @@ def _parse_range(spec: str) -> AddressInterval:
     except ValueError:
         raise TargetError(f"not an address range: {spec!r}") from None
     end_text = end_text.strip()
+    end: IPAddress
     if start.version == 4 and end_text.isdigit():  # 10.0.0.5-40: last octet
         if int(end_text) > 255:
             raise TargetError(f"range end {end_text} is not an octet in {spec!r}")
@@ -110,7 +111,7 @@ def _resolve(hostname: str) -> list[AddressInterval]:
         infos = socket.getaddrinfo(hostname, None, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError):
         raise TargetError(f"cannot resolve host name {hostname!r}") from None
-    addresses = sorted({ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos},
+    addresses = sorted({ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos},
                        key=lambda a: (a.version, int(a)))
     return [_interval(address, address) for address in addresses]
 

@@ -67,7 +67,7 @@ async def _serve(host: str, port: int, behaviour: Behaviour) -> FakeServer:
             writer.close()
         # Client gone, HOLD expired, or close() cancelled us (a cancelled connection task makes
         # Python 3.11's start_server log a traceback): abort, never wait to flush anything.
-        except (Exception, asyncio.CancelledError):  # noqa: BLE001
+        except (Exception, asyncio.CancelledError):
             writer.transport.abort()
         finally:
             fake._open.pop(task, None)

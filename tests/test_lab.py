@@ -15,7 +15,6 @@ import struct
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
-from tests import fakes
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -23,6 +22,7 @@ from cryptography.x509.oid import NameOID
 from defusedxml import ElementTree
 
 from scanner.lab import Lab, LabDevice, LabService, default_devices
+from tests import fakes
 
 PREFIX = "127.78.0"
 CAMERA, ROUTER, HUB, HARDENED = (f"{PREFIX}.{n}" for n in (11, 12, 13, 14))

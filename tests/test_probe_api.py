@@ -1,4 +1,4 @@
-"""Probe contract: registry isolation of broken plugins, framework data integrity, pure evaluation."""
+"""Probe contract: broken plugins isolated, framework data consistent, evaluation pure."""
 
 from __future__ import annotations
 
@@ -62,7 +62,8 @@ def test_builtins_load_through_entry_points() -> None:
 
 
 def test_broken_plugins_become_load_errors(plugin_module: str) -> None:
-    entries = list(entry_points(group=ENTRY_POINT_GROUP)) + [
+    entries = [
+        *entry_points(group=ENTRY_POINT_GROUP),
         _ep("demo-check", f"{plugin_module}:Good"),
         _ep("telnet-exposed", f"{plugin_module}:Clash"),
         _ep("Bad_ID", f"{plugin_module}:BadId"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from datetime import timezone
+from datetime import UTC
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -49,7 +49,7 @@ CLIENT_FIRST_WAIT = 0.5  # ports whose usual protocol waits for the client (HTTP
 
 def _service(port: int, protocol: str, **values: object) -> Service:
     return Service(port=port, transport="tcp", protocol=protocol, sources=["banner"],
-                   **values)  # type: ignore[arg-type]
+                   **values)
 
 
 def _from_banner(port: int, banner: bytes) -> Service | None:
@@ -119,8 +119,8 @@ def certificate_facts(der: bytes) -> Certificate:
     return Certificate(
         subject=cert.subject.rfc4514_string()[:512],
         issuer=cert.issuer.rfc4514_string()[:512],
-        not_before=cert.not_valid_before_utc.astimezone(timezone.utc),
-        not_after=cert.not_valid_after_utc.astimezone(timezone.utc),
+        not_before=cert.not_valid_before_utc.astimezone(UTC),
+        not_after=cert.not_valid_after_utc.astimezone(UTC),
         serial=format(cert.serial_number, "x"),
         sha256=cert.fingerprint(hashes.SHA256()).hex(),
         self_signed=cert.subject == cert.issuer,

@@ -11,7 +11,9 @@ import asyncio
 import ipaddress
 import logging
 import socket
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from scanner.discovery.oui import lookup_vendor, normalize_mac
@@ -255,7 +257,7 @@ async def discover_links(network: Network, *, arp: bool, mdns: bool, ssdp: bool,
     if arp and not raw:
         notes.append("ARP skipped: raw sockets need root or CAP_NET_RAW")
     for link in links:
-        tasks = []
+        tasks: list[tuple[str, Coroutine[Any, Any, Any]]] = []
         if arp and raw:
             tasks.append(("arp", arp_sweep(network, link, wait)))
         if mdns:
@@ -263,7 +265,7 @@ async def discover_links(network: Network, *, arp: bool, mdns: bool, ssdp: bool,
         if ssdp:
             tasks.append(("ssdp", ssdp_multicast(network.scope, link, wait)))
         results = await asyncio.gather(*(task for _, task in tasks), return_exceptions=True)
-        for (name, _), result in zip(tasks, results):
+        for (name, _), result in zip(tasks, results, strict=True):
             if isinstance(result, BaseException):
                 notes.append(f"{name} on {link.interface} failed: "
                              f"{type(result).__name__}: {result}"[:300])

@@ -17,8 +17,9 @@ def _run_nmap(address: str, ports: list[int], parallelism: int, timeout: float) 
     scanner = nmap.PortScanner()
     arguments = (f"-sT -sV -Pn -n --version-light --max-parallelism {parallelism} "
                  f"--max-retries 1 --host-timeout {int(timeout)}s")
-    return scanner.scan(hosts=address, ports=",".join(map(str, ports)), arguments=arguments,
-                        timeout=int(timeout) + 30)
+    result: dict[str, Any] = scanner.scan(hosts=address, ports=",".join(map(str, ports)),
+                                          arguments=arguments, timeout=int(timeout) + 30)
+    return result
 
 
 async def nmap_services(network: Network, address: str, ports: list[int],

@@ -1,0 +1,155 @@
+"""The command line as a user meets it: exit codes, one-line errors, stdout kept for payloads,
+progress on stderr, Ctrl-C keeping a partial report, and the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from scanner.cli import main
+from tests import fakes
+from tests.helpers import validate_report
+
+TELNET_PROMPT = b"\xff\xfb\x01\r\nlogin: "
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "IOTBASELINE_EXCLUDE_PORTS": "2024"}
+    return subprocess.run([sys.executable, "-m", "scanner", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["scan", "999.0.0.1"], "not an address"),
+    (["scan", "8.8.8.8"], "globally routable"),
+    (["scan", "10.0.0.0/8"], "--force"),
+    (["scan", "@/nonexistent/list"], "cannot read target file"),
+    (["scan", "127.0.0.1", "--ports", "0-5"], "port out of range"),
+    (["scan", "127.0.0.1", "--profile", "nope"], "no profile 'nope'"),
+    (["scan", "127.0.0.1", "--fail-on", "urgent"], "unknown severity"),
+    (["scan", "127.0.0.1", "--format", "pdf"], "unknown report format"),
+    (["scan", "127.0.0.1", "--per-host", "0"], "must be at least 1"),
+    (["scan", "127.0.0.1", "--rate", "fast"], "not a number"),
+    (["scan"], "required"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:
+    completed = run_cli(*args)
+    assert completed.returncode == 2, completed.stderr
+    assert message in completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert len(completed.stderr.strip().splitlines()) == 1
+    assert completed.stdout == ""
+
+
+def test_unreadable_profile_file(tmp_path: Path) -> None:
+    profile = tmp_path / "p.yaml"
+    profile.write_text("name: p\ntiming:\n  rate: -1\n")
+    completed = run_cli("scan", "127.0.0.1", "--profile", str(profile))
+    assert completed.returncode == 2
+    assert f"{profile}:3: timing.rate" in completed.stderr
+
+
+def test_out_must_be_a_folder(tmp_path: Path) -> None:
+    target = tmp_path / "file"
+    target.write_text("")
+    completed = run_cli("scan", "127.0.0.1", "--ports", "40300", "--out", str(target))
+    assert completed.returncode == 2 and "is not a folder" in completed.stderr
+
+
+def test_version_and_plugins() -> None:
+    assert run_cli("version").stdout.startswith("iotbaseline ")
+    listing = run_cli("plugins").stdout
+    assert "telnet-exposed" in listing and "safe" in listing
+
+
+async def test_scan_exit_codes_and_streams(tmp_path: Path) -> None:
+    device = await fakes.banner("127.91.1.1", 2323, TELNET_PROMPT)
+    try:
+        env = {**os.environ, "IOTBASELINE_EXCLUDE_PORTS": "2024"}
+        base = [sys.executable, "-m", "scanner", "scan", "127.91.1.1", "--ports", "2323",
+                "--timeout", "1.5"]
+        async def run(*extra: str) -> tuple[int, str, str]:
+            process = await asyncio.create_subprocess_exec(
+                *base, *extra, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                env=env)
+            out, err = await asyncio.wait_for(process.communicate(), 60)
+            assert process.returncode is not None
+            return process.returncode, out.decode(), err.decode()
+
+        code, out, err = await run("--out", str(tmp_path / "a"))
+        assert code == 1  # a high finding, default --fail-on high
+        assert out == ""  # stdout is only for payloads
+        assert "telnet-exposed" in err and "Report:" in err
+        document = validate_report(tmp_path / "a" / "report.json")
+        assert document["findings"][0]["check_id"] == "telnet-exposed"
+        code, _, _ = await run("--out", str(tmp_path / "b"), "--fail-on", "critical")
+        assert code == 0
+    finally:
+        await device.close()
+
+
+def test_default_out_is_a_timestamped_folder(tmp_path: Path) -> None:
+    env = {**os.environ, "IOTBASELINE_EXCLUDE_PORTS": "2024"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "scanner", "discover", "127.91.2.1", "--ports", "40301"],
+        capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    [folder] = list(tmp_path.glob("iotbaseline-report-*"))
+    validate_report(folder / "report.json")
+
+
+async def test_ctrl_c_writes_a_partial_report(tmp_path: Path) -> None:
+    silent = [await fakes.silent(f"127.91.3.{n}", 2323) for n in range(1, 30)]
+    try:
+        env = {**os.environ, "IOTBASELINE_EXCLUDE_PORTS": "2024"}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "scanner", "scan", "127.91.3.1-29", "--ports", "2323",
+            "--per-host", "1", "--concurrency", "2", "--out", str(tmp_path / "p"),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+        journal = tmp_path / "p" / "scan.jsonl"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (
+                journal.exists() and '"device"' in journal.read_text()):
+            await asyncio.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        for server in silent:
+            await server.close()
+    assert process.returncode == 130, err.decode()
+    document = validate_report(tmp_path / "p" / "report.json")
+    assert document["meta"]["complete"] is False
+    assert document["devices"], "devices found before Ctrl-C are kept"
+    assert "INCOMPLETE" in err.decode()
+
+
+def test_demo_scans_the_lab(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    document = validate_report(tmp_path / "demo" / "report.json")
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "Report:" in captured.err
+    devices = {d["address"]: d for d in document["devices"]}
+    assert set(devices) == {"127.77.0.11", "127.77.0.12", "127.77.0.13", "127.77.0.14"}
+    protocols = {(d, s["port"]): s["protocol"] for d, dev in devices.items()
+                 for s in dev["services"]}
+    assert protocols[("127.77.0.11", 2323)] == "telnet"
+    assert protocols[("127.77.0.12", 2222)] == "ssh"
+    assert protocols[("127.77.0.13", 1883)] == "mqtt"
+    assert protocols[("127.77.0.11", 8554)] == "rtsp"
+    assert devices["127.77.0.12"]["manufacturer"] == "NETGEAR"
+    assert devices["127.77.0.12"]["serial"] == "4A21B3C00F9E"
+    hardened = {s["port"]: s for s in devices["127.77.0.14"]["services"]}
+    assert hardened[8443]["tls"] and "thermostat.lab" in hardened[8443]["certificate"]["subject"]
+    checks = [(f["device"], f["check_id"]) for f in document["findings"]]
+    assert checks == [("127.77.0.11", "telnet-exposed")]
+    assert json.dumps(document)  # the whole report is plain JSON
