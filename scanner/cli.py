@@ -183,7 +183,8 @@ def print_summary(result: ScanResult, out_dir: Path) -> None:
           f"finding(s), {len(result.errors)} probe error(s)\n")
     for device in result.devices:
         label = " ".join(filter(None, [device.vendor, device.manufacturer, device.model]))
-        services = ", ".join(f"{s.port}/{s.transport} {s.protocol}" for s in device.services)
+        services = ", ".join(f"{s.port}/{s.transport} {s.label}"
+                             for s in device.services)
         write(f"  {device.address:<16} {terminal_safe(label, 40):<30} "
               f"{terminal_safe(services, 120)}\n")
     counts = Counter(f.severity for f in result.findings)

@@ -103,8 +103,11 @@ class Service(Model):
     certificate: Certificate | None = None
 
     @property
-    def key(self) -> str:
-        return f"{self.transport}/{self.port}"
+    def label(self) -> str:
+        """What a person calls it: "https" rather than "http" with tls."""
+        if not self.tls:
+            return self.protocol
+        return "https" if self.protocol == "http" else f"{self.protocol}+tls"
 
 
 class Device(Model):

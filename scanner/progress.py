@@ -67,7 +67,7 @@ class ScanProgress:
         if device is not None:
             self.devices += 1
             if not self.live:
-                services = ", ".join(f"{s.port}/{s.transport} {s.protocol}"
+                services = ", ".join(f"{s.port}/{s.transport} {s.label}"
                                      for s in device.services[:12])
                 log.info("device %s: %s", device.address, services or "no open services")
         self._refresh()
