@@ -14,12 +14,20 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
+from aiohttp import ClientMiddlewareType
+
+from profiles import Authentication
+from profiles.credentials import Credential, CredentialStore
+from scanner.http import HttpResponse
+from scanner.http import request as http_request
 from scanner.models import Confidence, Device, Intrusiveness, Service, Severity
 from scanner.net import Connection, Network, Transcript, insecure_tls_context
+
+T = TypeVar("T")
 
 PLUGIN_API_VERSION = 1
 CHECK_ID_PATTERN = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
@@ -89,15 +97,25 @@ class Observation:
     facts: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ProbeSettings:
+    """Scan-wide settings a probe may read: budgets, credential data, what it may do."""
+
+    authentication: Authentication = field(default_factory=Authentication)
+    credentials: CredentialStore = field(default_factory=lambda: CredentialStore(()))
+    intrusiveness_cap: Intrusiveness = Intrusiveness.AUTH_ATTEMPT
+    show_secrets: bool = False
+
+
 class ProbeContext:
-    """What a probe may touch: its target, the gated network and its own transcript."""
+    """What a probe may touch: its target, the gated network, its transcript and settings."""
 
     def __init__(self, target: Target, network: Network, transcript: Transcript,
-                 options: Mapping[str, Any] | None = None) -> None:
+                 settings: ProbeSettings | None = None) -> None:
         self.target = target
         self.network = network
         self.transcript = transcript
-        self.options = dict(options or {})
+        self.settings = settings or ProbeSettings()
 
     async def connect(self, port: int | None = None, *, tls: bool = False,
                       timeout: float | None = None) -> Connection:
@@ -114,6 +132,29 @@ class ProbeContext:
             self.target.address, port if port is not None else self.target.port, payload,
             transcript=self.transcript, timeout=timeout,
         )
+
+    async def http(self, method: str, path: str = "/", *, tls: bool | None = None,
+                   headers: Mapping[str, str] | None = None, data: bytes | None = None,
+                   follow_redirects: bool = True,
+                   middlewares: tuple[ClientMiddlewareType, ...] = ()) -> HttpResponse:
+        """An HTTP(S) request to the target service; redirects only within the scope."""
+        use_tls = self.target.service.tls if tls is None else tls
+        host = f"[{self.target.address}]" if ":" in self.target.address else self.target.address
+        url = f"{'https' if use_tls else 'http'}://{host}:{self.target.port}{path}"
+        return await http_request(self.network, method, url, transcript=self.transcript,
+                                  headers=headers, data=data,
+                                  follow_redirects=follow_redirects, middlewares=middlewares)
+
+    async def run_blocking(self, function: Callable[..., T], *args: Any) -> T:
+        """For blocking libraries (paramiko): the bounded thread pool, never the event loop.
+
+        The caller must hold a slot (``network.slot``) for any socket the library opens."""
+        return await self.network.run_blocking(function, *args)
+
+    def credentials(self, protocol: str) -> list[Credential]:
+        """Candidate credentials for this device, its vendor's first."""
+        return self.settings.credentials.candidates(
+            protocol, self.target.device.fingerprint_text(), self.target.port)
 
     def secret(self, value: str | bytes) -> None:
         """Mark a value (a password tried) for redaction in the evidence."""
@@ -136,3 +177,7 @@ class Probe(ABC):
     @abstractmethod
     def evaluate(self, target: Target, facts: Facts) -> list[Observation]:
         """Pure: no I/O. An empty list means the condition holds (PASS)."""
+
+    def summarize(self, facts: Facts) -> dict[str, str]:
+        """Facts worth showing for every run, pass or fail (e.g. attempts used of the budget)."""
+        return {}

@@ -9,17 +9,17 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from profiles.yamldata import DataFileError, parse_yaml, read_text, validate
 from scanner.models import Intrusiveness
 
 MAX_PROFILE_BYTES = 1024 * 1024
 MAX_EXTENDS_DEPTH = 8
 
 
-class ProfileError(ValueError):
-    """A profile cannot be used; the message is one line naming file, line and field."""
+class ProfileError(DataFileError):
+    """A scan profile cannot be used."""
 
 
 class _Strict(BaseModel):
@@ -58,6 +58,17 @@ class Discovery(_Strict):
     nmap: bool = False
 
 
+class Authentication(_Strict):
+    """Budgets for credential attempts: lockout-safe by default (at most 3 per account)."""
+
+    max_per_account: int = Field(3, ge=1, le=1000)  # passwords tried for one user name
+    max_per_service: int = Field(15, ge=1, le=100000)  # attempts on one service in all
+    spacing: float = Field(0.5, ge=0, le=60)  # seconds between attempts on one service
+    slowdown_factor: float = Field(4.0, ge=1.5, le=100)  # an answer this much slower: back off
+    extra_files: list[str] = Field(default_factory=list)  # more credential YAML files
+    brute_force_attempts: int = Field(10, ge=3, le=1000)  # intrusive protection test only
+
+
 class Checks(_Strict):
     include: list[str] = Field(default_factory=list)  # empty: every check the cap allows
     exclude: list[str] = Field(default_factory=list)
@@ -72,6 +83,7 @@ class ScanProfile(_Strict):
     timing: Timing = Timing()
     discovery: Discovery = Discovery()
     checks: Checks = Checks()
+    authentication: Authentication = Authentication()
     source: str = ""
 
     @field_validator("max_intrusiveness")
@@ -90,57 +102,28 @@ def builtin_profile_names() -> list[str]:
                   .iterdir() if p.name.endswith(".yaml"))
 
 
-def _line_of(text: str, location: tuple[Any, ...]) -> int | None:
-    """The 1-based line of a field path in YAML text, to point the user at it."""
-    try:
-        node = yaml.compose(text)
-    except yaml.YAMLError:
-        return None
-    line = None
-    for key in location:
-        if isinstance(node, yaml.MappingNode):
-            match = next(((k, v) for k, v in node.value if k.value == key), None)
-            if match is None:
-                break
-            line, node = match[0].start_mark.line + 1, match[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) \
-                and key < len(node.value):
-            node = node.value[key]
-            line = node.start_mark.line + 1
-        else:
-            break
-    return line
-
-
 def _read(reference: str) -> tuple[str, str]:
     """(text, where) for a built-in name or a path."""
     if reference in builtin_profile_names():
         resource = files("profiles").joinpath("scan", f"{reference}.yaml")
         return resource.read_text(encoding="utf-8"), f"built-in profile {reference}"
     path = Path(reference)
-    try:
-        if path.stat().st_size > MAX_PROFILE_BYTES:
-            raise ProfileError(f"{path}: larger than {MAX_PROFILE_BYTES} bytes")
-        return path.read_text(encoding="utf-8"), str(path)
-    except FileNotFoundError:
+    if not path.exists():
         names = ", ".join(builtin_profile_names())
         raise ProfileError(f"no profile {reference!r}: not a built-in ({names}) "
-                           "and no such file") from None
-    except OSError as exc:
-        raise ProfileError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ProfileError(f"{path}: not UTF-8 text") from None
+                           "and no such file")
+    try:
+        return read_text(path, MAX_PROFILE_BYTES), str(path)
+    except DataFileError as exc:
+        raise ProfileError(str(exc)) from None
 
 
 def _raw(reference: str, depth: int = 0) -> tuple[dict[str, Any], str, str]:
     text, where = _read(reference)
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ProfileError(f"{where}{line}: not valid YAML: {problem}") from None
+        data = parse_yaml(text, where)
+    except DataFileError as exc:
+        raise ProfileError(str(exc)) from None
     if not isinstance(data, dict):
         raise ProfileError(f"{where}: a profile is a mapping of settings")
     parent = data.get("extends")
@@ -168,12 +151,6 @@ def load_profile(reference: str) -> ScanProfile:
     data, text, where = _raw(reference)
     data["source"] = where
     try:
-        return ScanProfile.model_validate(data)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        location = tuple(error["loc"])
-        line = _line_of(text, location)
-        field = ".".join(str(part) for part in location) or "(top level)"
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ProfileError(f"{where}{f':{line}' if line else ''}: {field}: "
-                           f"{error['msg']}{more}") from None
+        return validate(ScanProfile, data, text, where)
+    except DataFileError as exc:
+        raise ProfileError(str(exc)) from None

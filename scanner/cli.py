@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from probes.registry import load_probes
-from profiles import ProfileError, load_profile
+from profiles import load_profile
+from profiles.yamldata import DataFileError
 from scanner import __version__
 from scanner.engine import ScanEngine, ScanPlan
 from scanner.models import ScanResult, Severity
@@ -269,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             return _cmd_demo(args)
         return _cmd_scan(args, with_checks=args.command == "scan")
-    except (UsageError, TargetError, ProfileError) as exc:
+    except (UsageError, TargetError, DataFileError) as exc:
         sys.stderr.write(f"iotbaseline: error: {exc}\n")
         if args.debug:
             traceback.print_exc()

@@ -18,9 +18,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from probes.api import Observation, Probe, ProbeContext, Target
+from probes.api import Observation, Probe, ProbeContext, ProbeSettings, Target
 from probes.registry import LoadedProbe
 from profiles import ScanProfile
+from profiles.credentials import CredentialStore
 from reports.compliance import clauses_by_check
 from scanner import __version__
 from scanner.discovery import fingerprint, lan
@@ -75,6 +76,7 @@ class ScanPlan:
     udp_ports: list[int]
     show_secrets: bool = False
     command_line: list[str] = field(default_factory=list)
+    credentials: CredentialStore = field(default_factory=lambda: CredentialStore(()))
 
     @classmethod
     def build(cls, scope: Scope, profile: ScanProfile, probes: Iterable[LoadedProbe], *,
@@ -98,8 +100,9 @@ class ScanPlan:
         chosen_ports = ports or {"tcp": profile.ports.tcp, "udp": profile.ports.udp}
         tcp = [p for p in chosen_ports.get("tcp", []) if p not in scope.excluded_ports]
         udp = [p for p in chosen_ports.get("udp", []) if p not in scope.excluded_ports]
+        credentials = CredentialStore.load(profile.authentication.extra_files)
         return cls(scope, profile, selected, limits, tcp, udp, show_secrets,
-                   list(command_line or []))
+                   list(command_line or []), credentials)
 
 
 def _probe_error_kind(exc: BaseException) -> str:
@@ -128,6 +131,9 @@ class ScanEngine:
         self.network = Network(plan.scope, plan.limits)
         self.lan_facts: dict[str, lan.LanFacts] = {}
         self._clauses = clauses_by_check()
+        self.settings = ProbeSettings(
+            authentication=plan.profile.authentication, credentials=plan.credentials,
+            intrusiveness_cap=plan.profile.intrusiveness_cap, show_secrets=plan.show_secrets)
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
         self.meta = ScanMeta(
@@ -321,13 +327,15 @@ class ScanEngine:
     async def _run_probe(self, probe: Probe, target: Target) -> None:
         metadata = probe.metadata
         transcript = Transcript(show_secrets=self.plan.show_secrets)
-        ctx = ProbeContext(target, self.network, transcript)
+        ctx = ProbeContext(target, self.network, transcript, self.settings)
         started, clock = utc_now(), time.monotonic()
-        status, count = CheckStatus.ERROR, 0
+        status, count, details = CheckStatus.ERROR, 0, {}
         try:
             async with asyncio.timeout(self.plan.limits.probe_budget):
                 facts = await probe.collect(ctx)
             observations = probe.evaluate(target, facts)
+            details = {str(k)[:64]: str(v)[:256] for k, v in
+                       list(probe.summarize(facts).items())[:16]}
             for observation in observations[:100]:
                 self.store.finding(self._finding(probe, target, observation, transcript))
             count = min(len(observations), 100)
@@ -340,7 +348,8 @@ class ScanEngine:
         self.store.check_run(CheckRun(
             check_id=metadata.check_id, device=target.address, port=target.port,
             transport=target.service.transport, status=status, findings=count,
-            started_at=started, duration_s=round(time.monotonic() - clock, 3)))
+            started_at=started, duration_s=round(time.monotonic() - clock, 3),
+            details=details))
         self.progress.probe_done(metadata.check_id, count)
 
     def _finding(self, probe: Probe, target: Target, observation: Observation,

@@ -205,13 +205,20 @@ async def _serve_telnet(
     # Falls through after max_failures: the connection is closed like login(1) does.
 
 
+_ARITHMETIC = re.compile(r"\$\(\((\d{1,6})\*(\d{1,6})\)\)")
+
+
 async def _busybox_shell(lines: _TelnetInput, writer: asyncio.StreamWriter) -> None:
     """Just enough of a root shell for a scanner to confirm the login worked, then `exit`."""
     for _ in range(MAX_REQUESTS):
         command = await lines.readline()
         if command == "exit":
             return
-        reply = f"-sh: {command.split()[0]}: not found\r\n" if command else ""
+        if command.startswith("echo "):  # with $((a*b)) expansion, as ash does
+            text = _ARITHMETIC.sub(lambda m: str(int(m[1]) * int(m[2])), command[5:])
+            reply = f"{text}\r\n"
+        else:
+            reply = f"-sh: {command.split()[0]}: not found\r\n" if command else ""
         await _send(writer, reply.encode() + b"# ")
 
 

@@ -125,6 +125,16 @@ class Device(Model):
     upnp: dict[str, str] = Field(default_factory=dict)
     discovered_by: list[str] = Field(default_factory=list)
 
+    def fingerprint_text(self) -> str:
+        """Every identifying string we hold, for matching vendor data (credentials, profiles)."""
+        parts = [self.vendor, self.manufacturer, self.model, self.firmware, self.os_guess,
+                 *self.hostnames, *self.upnp.values(), *self.mdns_services]
+        for service in self.services:
+            parts += [service.banner, service.product, service.details.get("title", "")]
+            if service.certificate is not None:
+                parts += [service.certificate.subject, service.certificate.issuer]
+        return " ".join(part for part in parts if part)[:8192]
+
     def service(self, port: int, transport: str = "tcp") -> Service | None:
         return next(
             (s for s in self.services if s.port == port and s.transport == transport), None
@@ -174,6 +184,7 @@ class CheckRun(Model):
     findings: int = 0
     started_at: datetime
     duration_s: float
+    details: dict[str, str] = Field(default_factory=dict)  # e.g. credential attempts used
 
 
 class ProbeError(Model):

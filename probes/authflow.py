@@ -1,0 +1,165 @@
+"""The shared credential-attempt flow every login probe uses, so safety rules live in one place.
+
+Per service: candidates from the credential data (the device's vendor first), at most
+``max_per_account`` passwords per user name and ``max_per_service`` attempts in all, spaced;
+stop at the first success; stop at the first sign of lockout (the service starts refusing, or
+answers much slower). A success is reported only after a negative control — a random user name
+and password — fails; a service that accepts the control is reported as not enforcing
+authentication, never as a default credential (RouterSploit's false positives).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import secrets
+import statistics
+import time
+from abc import abstractmethod
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from probes.api import Facts, Observation, Probe, ProbeContext, Target
+from scanner.models import Confidence, Severity
+from scanner.net import REDACTED
+
+
+class Outcome(enum.StrEnum):
+    SUCCESS = "success"  # logged in: a shell, a 200, a CONNACK 0 …
+    FAILURE = "failure"  # a clear refusal of these credentials
+    BLOCKED = "blocked"  # the service stopped talking to us: a lockout sign
+
+
+@dataclass(frozen=True)
+class Attempt:
+    outcome: Outcome
+    detail: str = ""  # what proved it: "shell prompt '# '", "HTTP 200", "CONNACK 5"
+
+
+def random_credentials() -> tuple[str, str]:
+    return f"iotb{secrets.token_hex(4)}", secrets.token_urlsafe(12)
+
+
+class CredentialProbe(Probe):
+    """A probe that tries credentials; subclasses say how one attempt goes."""
+
+    credential_protocol: ClassVar[str]  # key into the credential data: "ssh", "http", …
+
+    @abstractmethod
+    async def attempt(self, ctx: ProbeContext, username: str, password: str) -> Attempt:
+        """One login attempt; raise ConnectionError/TimeoutError when the service won't talk."""
+
+    async def collect(self, ctx: ProbeContext) -> Facts:
+        return await run_attempts(self, ctx)
+
+    def evaluate(self, target: Target, facts: Facts) -> list[Observation]:
+        return evaluate_attempts(target, facts)
+
+    def summarize(self, facts: Facts) -> dict[str, str]:
+        summary = {"attempts": f"{len(facts.get('attempts', []))} of budget "
+                               f"{facts.get('budget', '?')}"}
+        if facts.get("lockout"):
+            summary["stopped"] = str(facts["lockout"])
+        return summary
+
+
+def _shown(ctx: ProbeContext, password: str) -> str:
+    if ctx.settings.show_secrets:
+        return password
+    return REDACTED if password else "(empty)"
+
+
+async def _try(probe: CredentialProbe, ctx: ProbeContext, username: str, password: str,
+               first: bool) -> Attempt:
+    """An attempt in which a refused or silent service is a lockout sign, unless it is the first
+    (then the service simply does not work, and the error is the probe's)."""
+    try:
+        return await probe.attempt(ctx, username, password)
+    except (ConnectionError, TimeoutError, OSError) as exc:
+        if first:
+            raise
+        return Attempt(Outcome.BLOCKED, f"{type(exc).__name__}: {exc}"[:200])
+
+
+async def run_attempts(probe: CredentialProbe, ctx: ProbeContext) -> Facts:
+    budget = ctx.settings.authentication
+    candidates = ctx.credentials(probe.credential_protocol)
+    per_account: Counter[str] = Counter()
+    attempts: list[dict[str, Any]] = []
+    durations: list[float] = []
+    facts: Facts = {"candidates": len(candidates), "attempts": attempts, "success": None,
+                    "lockout": None, "control": None,
+                    "budget": f"{budget.max_per_account} per account, "
+                              f"{budget.max_per_service} per service"}
+    for credential in candidates:
+        if len(attempts) >= budget.max_per_service:
+            break
+        if per_account[credential.username] >= budget.max_per_account:
+            continue
+        if attempts and budget.spacing:
+            await asyncio.sleep(budget.spacing)
+        ctx.secret(credential.password)
+        started = time.monotonic()
+        result = await _try(probe, ctx, credential.username, credential.password,
+                            first=not attempts)
+        elapsed = time.monotonic() - started
+        per_account[credential.username] += 1
+        attempts.append({"username": credential.username,
+                         "password": _shown(ctx, credential.password),
+                         "outcome": result.outcome.value, "seconds": round(elapsed, 3),
+                         "detail": result.detail})
+        if result.outcome is Outcome.SUCCESS:
+            facts["success"] = {
+                "username": credential.username, "password": _shown(ctx, credential.password),
+                "vendor": credential.vendor, "product": credential.product,
+                "source": credential.source, "detail": result.detail}
+            break
+        if result.outcome is Outcome.BLOCKED:
+            facts["lockout"] = f"service stopped answering after {len(attempts) - 1} " \
+                               f"attempt(s): {result.detail}"
+            break
+        if len(durations) >= 2 and elapsed > 1.0 and \
+                elapsed > budget.slowdown_factor * statistics.median(durations):
+            facts["lockout"] = (f"answers slowed from {statistics.median(durations):.2f} s to "
+                                f"{elapsed:.2f} s: backing off")
+            break
+        durations.append(elapsed)
+    if facts["success"] is not None:
+        username, password = random_credentials()
+        ctx.secret(password)
+        if budget.spacing:
+            await asyncio.sleep(budget.spacing)
+        control = await _try(probe, ctx, username, password, first=False)
+        facts["control"] = {"outcome": control.outcome.value, "detail": control.detail,
+                            "username": username}
+    return facts
+
+
+def evaluate_attempts(target: Target, facts: Facts) -> list[Observation]:
+    success = facts.get("success")
+    if not success:
+        return []
+    service = f"{target.service.protocol.upper()} on port {target.port}"
+    control = facts.get("control") or {}
+    if control.get("outcome") == Outcome.SUCCESS.value:
+        return [Observation(
+            summary=f"{service} accepted a random user name and password "
+                    f"({control.get('username')}): it does not enforce authentication.",
+            severity=Severity.CRITICAL, key="authentication-not-enforced",
+            facts={"kind": "authentication-not-enforced", "control": str(control),
+                   "first_accepted": str(success.get("username"))})]
+    confidence = Confidence.CONFIRMED if control.get("outcome") == Outcome.FAILURE.value \
+        else Confidence.FIRM
+    vendor = success.get("vendor", "")
+    return [Observation(
+        summary=f"{service} accepts the default credential {success['username']}:"
+                f"{success['password']} ({vendor} default; {success.get('detail', '')}).",
+        confidence=confidence, key="default-credential",
+        facts={"kind": "default-credential", "username": str(success["username"]),
+               "password": str(success["password"]), "vendor": str(vendor),
+               "product": str(success.get("product", "")),
+               "credential_source": str(success.get("source", "")),
+               "negative_control": str(control.get("outcome", "not run")),
+               "attempts": str(len(facts.get("attempts", []))),
+               "budget": str(facts.get("budget", ""))})]

@@ -1,0 +1,102 @@
+"""HTTP: default credentials on Basic/Digest-protected pages; admin pages served with no login."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+from aiohttp import DigestAuthMiddleware
+
+from probes.api import Facts, Observation, Probe, ProbeContext, ProbeMetadata, Target
+from probes.authflow import Attempt, CredentialProbe, Outcome
+from scanner.models import Confidence, Intrusiveness, Severity
+from scanner.protocols.textproto import html_title
+
+OWASP_AUTH = "https://owasp.org/www-project-web-security-testing-guide/latest/4-Web_Application_" \
+             "Security_Testing/04-Authentication_Testing/02-Testing_for_Default_Credentials"
+# Words that only an administration page shows once logged in.
+ADMIN_MARKERS = re.compile(
+    rb"(log ?out|sign ?out|factory (reset|default)|firmware (upgrade|update)|reboot|"
+    rb"change password|system settings|backup configuration|restore configuration)",
+    re.IGNORECASE)
+PASSWORD_FIELD = re.compile(rb"""<input[^>]+type\s*=\s*["']?password""", re.IGNORECASE)
+
+
+class HttpDefaultCredentials(CredentialProbe):
+    credential_protocol = "http"
+    metadata = ProbeMetadata(
+        check_id="http-default-credentials",
+        title="The web interface does not accept default credentials",
+        description="Basic or Digest protected web interfaces of IoT devices often ship with a "
+                    "factory password that is published in manuals and attack tools.",
+        severity=Severity.CRITICAL,
+        intrusiveness=Intrusiveness.AUTH_ATTEMPT,
+        protocols=("http",),
+        remediation="Force a unique password at first setup and remove factory defaults.",
+        references=(OWASP_AUTH, "https://www.rfc-editor.org/rfc/rfc7617",
+                    "https://www.rfc-editor.org/rfc/rfc7616"),
+        categories=("default-credentials",),
+    )
+
+    def applies_to(self, target: Target) -> bool:
+        return super().applies_to(target) and \
+            target.service.details.get("auth") in ("basic", "digest")
+
+    async def attempt(self, ctx: ProbeContext, username: str, password: str) -> Attempt:
+        scheme = ctx.target.service.details.get("auth")
+        if scheme == "digest":
+            response = await ctx.http("GET", "/", follow_redirects=False,
+                                      middlewares=(DigestAuthMiddleware(username, password),))
+        else:
+            token = base64.b64encode(f"{username}:{password}".encode()).decode()
+            ctx.secret(token)
+            response = await ctx.http("GET", "/", headers={"Authorization": f"Basic {token}"},
+                                      follow_redirects=False)
+        if 200 <= response.status < 400:
+            title = html_title(response.body)
+            return Attempt(Outcome.SUCCESS, f"HTTP {response.status}"
+                                            + (f", page '{title}'" if title else ""))
+        if response.status in (401, 403):
+            return Attempt(Outcome.FAILURE, f"HTTP {response.status}")
+        if response.status in (429, 503):
+            raise ConnectionError(f"HTTP {response.status}: the device is throttling us")
+        return Attempt(Outcome.FAILURE, f"HTTP {response.status}")
+
+
+class HttpUnauthenticatedAdmin(Probe):
+    metadata = ProbeMetadata(
+        check_id="http-unauthenticated-admin",
+        title="The web administration interface requires authentication",
+        description="An administration page (with reboot, firmware or password controls) that "
+                    "loads without any login lets anyone on the network reconfigure the device.",
+        severity=Severity.HIGH,
+        intrusiveness=Intrusiveness.SAFE,
+        protocols=("http",),
+        remediation="Require authentication for every administration page and API.",
+        references=("https://owasp.org/Top10/A01_2021-Broken_Access_Control/",),
+        categories=("unauthenticated-access",),
+    )
+
+    def applies_to(self, target: Target) -> bool:
+        return super().applies_to(target) and "auth" not in target.service.details
+
+    async def collect(self, ctx: ProbeContext) -> Facts:
+        response = await ctx.http("GET", "/")
+        body = response.body
+        markers = sorted({m.group(0).decode("latin-1").lower()
+                          for m in ADMIN_MARKERS.finditer(body[:65536])})
+        return {"status": response.status, "markers": markers[:8],
+                "password_field": bool(PASSWORD_FIELD.search(body[:65536])),
+                "title": html_title(body), "url": response.url}
+
+    def evaluate(self, target: Target, facts: Facts) -> list[Observation]:
+        markers = facts.get("markers") or []
+        if facts.get("status") != 200 or facts.get("password_field") or len(markers) < 2:
+            return []
+        return [Observation(
+            summary=f"The web interface on port {target.port} serves an administration page "
+                    f"('{facts.get('title') or 'untitled'}') with controls "
+                    f"({', '.join(markers)}) and no login.",
+            confidence=Confidence.FIRM, key="unauthenticated-access",
+            facts={"kind": "unauthenticated-access", "markers": ", ".join(markers),
+                   "url": str(facts.get("url", ""))})]
