@@ -25,7 +25,7 @@ from profiles.credentials import Credential, CredentialStore
 from scanner.http import HttpResponse
 from scanner.http import request as http_request
 from scanner.models import Confidence, Device, Intrusiveness, Service, Severity
-from scanner.net import Connection, Network, Transcript, insecure_tls_context
+from scanner.net import Connection, Network, Transcript, host_for_url, insecure_tls_context
 
 T = TypeVar("T")
 
@@ -139,7 +139,7 @@ class ProbeContext:
                    middlewares: tuple[ClientMiddlewareType, ...] = ()) -> HttpResponse:
         """An HTTP(S) request to the target service; redirects only within the scope."""
         use_tls = self.target.service.tls if tls is None else tls
-        host = f"[{self.target.address}]" if ":" in self.target.address else self.target.address
+        host = host_for_url(self.target.address)
         url = f"{'https' if use_tls else 'http'}://{host}:{self.target.port}{path}"
         return await http_request(self.network, method, url, transcript=self.transcript,
                                   headers=headers, data=data,

@@ -37,6 +37,10 @@ class Attempt:
     detail: str = ""  # what proved it: "shell prompt '# '", "HTTP 200", "CONNACK 5"
 
 
+SERVICE_NAMES = {"http": "The web interface", "ssh": "SSH", "telnet": "Telnet", "ftp": "FTP",
+                 "mqtt": "The MQTT broker", "rtsp": "RTSP", "snmp": "SNMP"}
+
+
 def random_credentials() -> tuple[str, str]:
     return f"iotb{secrets.token_hex(4)}", secrets.token_urlsafe(12)
 
@@ -140,7 +144,8 @@ def evaluate_attempts(target: Target, facts: Facts) -> list[Observation]:
     success = facts.get("success")
     if not success:
         return []
-    service = f"{target.service.protocol.upper()} on port {target.port}"
+    name = SERVICE_NAMES.get(target.service.protocol, target.service.protocol.upper())
+    service = f"{name} on port {target.port}"
     control = facts.get("control") or {}
     if control.get("outcome") == Outcome.SUCCESS.value:
         return [Observation(

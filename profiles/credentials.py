@@ -80,6 +80,13 @@ class CredentialStore:
 
     def __init__(self, entries: Iterable[CredentialEntry]) -> None:
         self.entries = tuple(entries)
+        # A vendor's match terms, gathered from all its entries, apply to every one of them;
+        # terms are matched as substrings so model prefixes such as "ds-2cd" work.
+        self._vendor_terms: dict[str, set[str]] = {}
+        for entry in self.entries:
+            if entry.vendor.lower() != GENERIC_VENDOR:
+                self._vendor_terms.setdefault(entry.vendor, set()).update(
+                    term.lower() for term in entry.match if len(term) >= 3)
 
     @classmethod
     def load(cls, extra_files: Iterable[str] = ()) -> CredentialStore:
@@ -98,18 +105,19 @@ class CredentialStore:
         within each, entries for this port first (services move ports, so none is dropped).
 
         ``fingerprint`` is every identifying string we have for the device (OUI vendor, UPnP
-        manufacturer and model, banners, titles); a vendor matches when all words of its name,
-        or any of its ``match`` words, appear in it.
+        manufacturer and model, banners, titles); a vendor matches when all words of its name
+        appear in it, or any of its ``match`` terms is part of it.
         """
         seen = _words(fingerprint)
+        lowered = fingerprint.lower()
+        matched = {vendor for vendor, terms in self._vendor_terms.items()
+                   if (_words(vendor) and _words(vendor) <= seen)
+                   or any(term in lowered for term in terms)}
 
         def rank(entry: CredentialEntry) -> int:
-            vendor_words = _words(entry.vendor)
-            if entry.vendor.lower() != GENERIC_VENDOR and (
-                    (vendor_words and vendor_words <= seen)
-                    or any(_words(word) and _words(word) <= seen for word in entry.match)):
-                return 0
-            return 1 if entry.vendor.lower() == GENERIC_VENDOR else 2
+            if entry.vendor.lower() == GENERIC_VENDOR:
+                return 1
+            return 0 if entry.vendor in matched else 2
 
         def port_mismatch(entry: CredentialEntry) -> int:
             return int(entry.port is not None and port is not None and entry.port != port)

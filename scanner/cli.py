@@ -23,18 +23,28 @@ from probes.registry import load_probes
 from profiles import load_profile
 from profiles.yamldata import DataFileError
 from scanner import __version__
-from scanner.engine import ScanEngine, ScanPlan
+from scanner.engine import PlanError, ScanEngine, ScanPlan
 from scanner.models import ScanResult, Severity
 from scanner.progress import ScanProgress
-from scanner.storage import REPORT_NAME, ResultStore
+from scanner.storage import JOURNAL_NAME, REPORT_NAME, ResultStore
 from scanner.targets import Scope, TargetError, build_scope, parse_ports
 from scanner.textsafe import terminal_safe
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_SCAN_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 FORMATS = ("json",)
 DEFAULT_PROFILE = "safe"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # both stop the scan and keep a partial report
 
 log = logging.getLogger("iotbaseline")
+
+
+class _TerminalSafe(logging.Filter):
+    """Log lines carry device and plugin text: neutralise escape sequences before printing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = terminal_safe(record.getMessage(), 2000)
+        record.args = None
+        return True
 
 
 class UsageError(Exception):
@@ -74,8 +84,8 @@ def _add_scan_options(parser: argparse.ArgumentParser, with_checks: bool) -> Non
                         help="leave these out (same forms as targets); repeatable")
     parser.add_argument("--exclude-ports", default=os.environ.get("IOTBASELINE_EXCLUDE_PORTS",
                                                                   ""),
-                        metavar="PORTS", help="ports never to contact, e.g. 2024,9100 "
-                        "(default from IOTBASELINE_EXCLUDE_PORTS)")
+                        metavar="PORTS", help="ports never to contact, TCP or UDP, e.g. "
+                        "2024,9100 (default from IOTBASELINE_EXCLUDE_PORTS)")
     parser.add_argument("--profile", default=DEFAULT_PROFILE, metavar="NAME|PATH",
                         help=f"scan profile (default {DEFAULT_PROFILE})")
     parser.add_argument("--ports", metavar="PORTS",
@@ -122,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _scope(args: argparse.Namespace) -> Scope:
-    excluded_ports = parse_ports(args.exclude_ports)["tcp"] if args.exclude_ports else []
+    excluded = parse_ports(args.exclude_ports) if args.exclude_ports else {}
+    excluded_ports = sorted({*excluded.get("tcp", []), *excluded.get("udp", [])})
     return build_scope(args.targets, args.exclude, allow_public=args.allow_public,
                        force=args.force, excluded_ports=excluded_ports)
 
@@ -139,6 +150,8 @@ def _out_dir(requested: Path | None) -> Path:
     if requested is not None:
         if requested.exists() and not requested.is_dir():
             raise UsageError(f"--out {requested} exists and is not a folder")
+        if (requested / REPORT_NAME).exists() or (requested / JOURNAL_NAME).exists():
+            raise UsageError(f"--out {requested} already holds a scan; choose a new folder")
         return requested
     return Path.cwd() / f"iotbaseline-report-{datetime.now():%Y%m%d-%H%M%S}"
 
@@ -166,20 +179,24 @@ async def _run_engine(plan: ScanPlan, out_dir: Path) -> ScanResult:
 
         def interrupt() -> None:
             log.warning("stopping: finishing the partial report (Ctrl-C again to abort)")
-            loop.remove_signal_handler(signal.SIGINT)
+            for number in STOP_SIGNALS:
+                loop.remove_signal_handler(number)
             engine.stop()
 
-        loop.add_signal_handler(signal.SIGINT, interrupt)
+        for number in STOP_SIGNALS:
+            loop.add_signal_handler(number, interrupt)
         try:
             return await engine.run()
         finally:
-            loop.remove_signal_handler(signal.SIGINT)
+            for number in STOP_SIGNALS:
+                loop.remove_signal_handler(number)
 
 
 def print_summary(result: ScanResult, out_dir: Path) -> None:
     """A short human summary on stderr; device strings are neutralised for the terminal."""
     write = sys.stderr.write
-    state = "complete" if result.meta.complete else "INCOMPLETE (interrupted)"
+    state = "complete" if result.meta.complete else \
+        f"INCOMPLETE ({result.meta.interrupted_reason or result.meta.stop_reason})"
     write(f"\nScan {state}: {len(result.devices)} device(s), {len(result.findings)} "
           f"finding(s), {len(result.errors)} probe error(s)\n")
     for device in result.devices:
@@ -201,6 +218,8 @@ def print_summary(result: ScanResult, out_dir: Path) -> None:
 
 
 def _exit_code(result: ScanResult, fail_on: Severity | None) -> int:
+    if result.meta.stop_reason == "error":
+        return EXIT_SCAN_FAILED
     if not result.meta.complete:
         return EXIT_INTERRUPTED
     if fail_on is not None and any(f.severity.rank >= fail_on.rank for f in result.findings):
@@ -231,15 +250,21 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         async with Lab(devices) as lab:
             sys.stderr.write("Demo lab running: " + ", ".join(
                 f"{d.name} {d.address}" for d in devices) + "\n")
+            excluded = os.environ.get("IOTBASELINE_EXCLUDE_PORTS", "")
+            scope = build_scope(lab.addresses, excluded_ports=sorted(
+                {p for ports in (parse_ports(excluded) if excluded else {}).values()
+                 for p in ports}))
+            # Only the lab's own ports: whatever else listens on this machine is not the demo.
             plan = ScanPlan.build(
-                build_scope(lab.addresses), load_profile(DEFAULT_PROFILE), load_probes()[0],
+                scope, load_profile(DEFAULT_PROFILE), load_probes()[0],
+                ports={"tcp": lab.tcp_ports, "udp": lab.udp_ports},
                 command_line=["iotbaseline", "demo"])
             out_dir = _out_dir(args.out)
             return await _run_engine(plan, out_dir), out_dir
 
     result, out_dir = asyncio.run(run())
     print_summary(result, out_dir)
-    return EXIT_OK if result.meta.complete else EXIT_INTERRUPTED
+    return _exit_code(result, None)
 
 
 def _cmd_plugins() -> int:
@@ -258,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_TerminalSafe())
     if not args.debug:
         for noisy in ("scapy", "asyncio", "zeroconf", "paramiko"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
@@ -270,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             return _cmd_demo(args)
         return _cmd_scan(args, with_checks=args.command == "scan")
-    except (UsageError, TargetError, DataFileError) as exc:
+    except (UsageError, TargetError, DataFileError, PlanError) as exc:
         sys.stderr.write(f"iotbaseline: error: {exc}\n")
         if args.debug:
             traceback.print_exc()

@@ -8,19 +8,23 @@ is a finding, a check run or a recorded probe error — never a lost scan.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import ssl
 import time
 import traceback
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
+
+from pydantic import ValidationError
 
 from probes.api import Observation, Probe, ProbeContext, ProbeSettings, Target
 from probes.registry import LoadedProbe
-from profiles import ScanProfile
+from profiles import ScanProfile, Timing
 from profiles.credentials import CredentialStore
 from reports.compliance import clauses_by_check
 from scanner import __version__
@@ -45,6 +49,10 @@ from scanner.targets import Scope
 log = logging.getLogger("iotbaseline.engine")
 
 MAX_HOST_WORKERS = 1024
+
+
+class PlanError(ValueError):
+    """The user's settings cannot make a scan plan; shown as one line, exit code 2."""
 
 
 class Progress(Protocol):
@@ -83,13 +91,16 @@ class ScanPlan:
               ports: dict[str, list[int]] | None = None, overrides: dict[str, float] | None = None,
               show_secrets: bool = False, command_line: list[str] | None = None) -> ScanPlan:
         """Apply the profile's caps and selections and the user's overrides."""
-        timing = profile.timing.model_dump()
-        timing.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        limits = Limits(
-            concurrency=int(timing["concurrency"]), per_host=int(timing["per_host"]),
-            rate=float(timing["rate"]), connect_timeout=float(timing["connect_timeout"]),
-            read_timeout=float(timing["read_timeout"]),
-            probe_budget=float(timing["probe_budget"]))
+        changes = {k: v for k, v in (overrides or {}).items() if v is not None}
+        try:  # one validation path: flags obey the same bounds as profile files
+            timing = Timing.model_validate({**profile.timing.model_dump(), **changes})
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            raise PlanError(f"--{str(error['loc'][0]).replace('_', '-')}: {error['msg']}") \
+                from None
+        limits = Limits(concurrency=timing.concurrency, per_host=timing.per_host,
+                        rate=timing.rate, connect_timeout=timing.connect_timeout,
+                        read_timeout=timing.read_timeout, probe_budget=timing.probe_budget)
         include, exclude = set(profile.checks.include), set(profile.checks.exclude)
         selected = [
             loaded for loaded in probes
@@ -100,12 +111,37 @@ class ScanPlan:
         chosen_ports = ports or {"tcp": profile.ports.tcp, "udp": profile.ports.udp}
         tcp = [p for p in chosen_ports.get("tcp", []) if p not in scope.excluded_ports]
         udp = [p for p in chosen_ports.get("udp", []) if p not in scope.excluded_ports]
+        if not tcp and not udp:
+            raise PlanError("every port is excluded; nothing to scan")
         credentials = CredentialStore.load(profile.authentication.extra_files)
         return cls(scope, profile, selected, limits, tcp, udp, show_secrets,
                    list(command_line or []), credentials)
 
 
+class WeightedSlots:
+    """A semaphore whose holders take several units at once (a probe's connections)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = self.free = capacity
+        self._changed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, units: int) -> AsyncIterator[None]:
+        units = max(1, min(units, self.capacity))
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.free >= units)
+            self.free -= units
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.free += units
+                self._changed.notify_all()
+
+
 def _probe_error_kind(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
     if isinstance(exc, TimeoutError):
         return "timeout"
     if isinstance(exc, ScopeViolation):
@@ -141,6 +177,7 @@ class ScanEngine:
             targets=list(plan.scope.target_specs), excluded=list(plan.scope.exclude_specs),
             scope_size=plan.scope.size, ports={"tcp": plan.tcp_ports, "udp": plan.udp_ports},
             started_at=utc_now(), command_line=plan.command_line,
+            excluded_ports=sorted(plan.scope.excluded_ports),
             probes={lp.probe.metadata.check_id: lp.source for lp in plan.probes},
         )
 
@@ -150,19 +187,21 @@ class ScanEngine:
         self._task = asyncio.create_task(self._scan())
         try:
             await self._task
-            complete, reason = True, None
+            complete, stop, reason = True, None, None
         except asyncio.CancelledError:
             if not self._stopped:
                 raise  # we were cancelled from outside: not ours to swallow
-            complete, reason = False, "interrupted before the scan finished"
+            complete, stop, reason = False, "interrupted", "interrupted before the scan finished"
             log.warning("scan interrupted; writing the partial report")
         except Exception as exc:  # an engine bug: keep what was found, say what happened
-            complete, reason = False, f"scan stopped by an internal error: {_one_line(exc)}"
+            complete, stop = False, "error"
+            reason = f"scan stopped by an internal error: {_one_line(exc)}"
             self._record_error("engine", "-", None, exc)
         finally:
             self.network.close()
         self.meta = self.meta.model_copy(update={
-            "finished_at": utc_now(), "complete": complete, "interrupted_reason": reason})
+            "finished_at": utc_now(), "complete": complete, "stop_reason": stop,
+            "interrupted_reason": reason})
         return self.store.finish(self.meta)
 
     def stop(self) -> None:
@@ -173,10 +212,12 @@ class ScanEngine:
 
     async def _scan(self) -> None:
         discovery = self.plan.profile.discovery
-        try:
-            self.lan_facts, notes = await lan.discover_links(
-                self.network, arp=discovery.arp, mdns=discovery.mdns,
-                ssdp=discovery.ssdp and 1900 in self.plan.udp_ports, wait=discovery.lan_wait)
+        try:  # bounded as a whole: devices on the link cannot stall the scan
+            async with asyncio.timeout(4 * discovery.lan_wait + 15):
+                self.lan_facts, notes = await lan.discover_links(
+                    self.network, arp=discovery.arp, mdns=discovery.mdns,
+                    ssdp=discovery.ssdp and 1900 in self.plan.udp_ports,
+                    wait=discovery.lan_wait)
         except Exception as exc:  # link-local discovery is a bonus; the sweep still runs
             notes = [f"link-local discovery failed: {_one_line(exc)}"]
         if discovery.nmap and not shutil.which("nmap"):
@@ -224,12 +265,14 @@ class ScanEngine:
         return "open"
 
     async def _sweep(self, address: str) -> tuple[bool, list[int]]:
-        liveness = [p for p in self.plan.profile.discovery.liveness_ports
-                    if p not in self.plan.scope.excluded_ports]
-        first = sorted(set(liveness))
+        """Liveness first, on the chosen ports the profile names (or the first few chosen); an
+        empty liveness list means treat every host as up, like nmap -Pn."""
+        wanted = self.plan.profile.discovery.liveness_ports
+        first = [p for p in self.plan.tcp_ports if p in wanted] or self.plan.tcp_ports[:4]
         states = dict(zip(first, await asyncio.gather(
             *(self._tcp_state(address, port) for port in first)), strict=True))
-        alive = address in self.lan_facts or any(s != "filtered" for s in states.values())
+        alive = (not wanted or address in self.lan_facts or not self.plan.tcp_ports
+                 or any(s != "filtered" for s in states.values()))
         if not alive:
             return False, []
         rest = [p for p in self.plan.tcp_ports if p not in states]
@@ -250,22 +293,22 @@ class ScanEngine:
         if 1900 in self.plan.udp_ports and not facts.upnp:
             try:
                 unicast = await lan.ssdp_unicast(self.network, address, wait=1.0)
-            except (OSError, ConnectionError, TimeoutError) as exc:
-                log.debug("ssdp unicast to %s failed: %s", address, exc)
-                unicast = {}
-            if address in unicast:
-                facts.upnp.update(unicast[address].upnp)
-                facts.sources |= unicast[address].sources
+                facts.merge(unicast.get(address, lan.LanFacts()))
+            except Exception as exc:  # enrichment only: the device is kept without it
+                self._record_error("ssdp", address, 1900, exc)
         if facts.upnp:
             services.append(Service(port=1900, transport="udp", protocol="ssdp",
                                     banner=facts.upnp.get("server", ""), sources=["ssdp"]))
-        if self.plan.profile.discovery.nmap and open_ports and shutil.which("nmap"):
-            services = await self._merge_nmap(address, open_ports, services)
         if not services and not facts.sources:
             self.progress.host_done(True, None)
             return
         device = self._device(address, services, facts)
-        self.store.device(device)
+        self.store.device(device)  # recorded now, so a later budget expiry cannot lose it
+        if self.plan.profile.discovery.nmap and open_ports and shutil.which("nmap"):
+            merged = await self._merge_nmap(address, open_ports, services)
+            if merged != services:
+                device = self._device(address, merged, facts)
+                self.store.device(device)
         self.progress.host_done(True, device)
         await self._run_probes(device)
 
@@ -316,10 +359,13 @@ class ScanEngine:
                 for loaded in self.plan.probes for service in device.services
                 if self._applies(loaded.probe, Target(device, service))]
         self.progress.probes_planned(len(runs))
-        slots = asyncio.Semaphore(self.plan.limits.per_host)
+        admission = WeightedSlots(self.plan.limits.per_host)
 
         async def run_one(probe: Probe, target: Target) -> None:
-            async with slots:
+            # Reserve every connection the probe may hold at once, so two probes that each
+            # need a second socket cannot wait on each other until their budgets run out.
+            async with admission.hold(min(probe.metadata.max_connections,
+                                          self.plan.limits.per_host)):
                 await self._run_probe(probe, target)
 
         await asyncio.gather(*(run_one(probe, target) for probe, target in runs))
@@ -343,14 +389,23 @@ class ScanEngine:
         except TimeoutError:
             self._record_error(metadata.check_id, target.address, target.port, TimeoutError(
                 f"probe budget of {self.plan.limits.probe_budget:.1f} s used up"))
+        except asyncio.CancelledError:  # host budget or Ctrl-C: leave a trace, then go
+            self._record_error(metadata.check_id, target.address, target.port,
+                               asyncio.CancelledError("cancelled before it finished"))
+            self._record_run(probe, target, CheckStatus.ERROR, 0, started, clock, details)
+            raise
         except Exception as exc:  # plugins are third-party code: contain every failure
             self._record_error(metadata.check_id, target.address, target.port, exc)
+        self._record_run(probe, target, status, count, started, clock, details)
+
+    def _record_run(self, probe: Probe, target: Target, status: CheckStatus, count: int,
+                    started: datetime, clock: float, details: dict[str, str]) -> None:
         self.store.check_run(CheckRun(
-            check_id=metadata.check_id, device=target.address, port=target.port,
+            check_id=probe.metadata.check_id, device=target.address, port=target.port,
             transport=target.service.transport, status=status, findings=count,
             started_at=started, duration_s=round(time.monotonic() - clock, 3),
             details=details))
-        self.progress.probe_done(metadata.check_id, count)
+        self.progress.probe_done(probe.metadata.check_id, count)
 
     def _finding(self, probe: Probe, target: Target, observation: Observation,
                  transcript: Transcript) -> Finding:
@@ -371,7 +426,7 @@ class ScanEngine:
     def _record_error(self, check_id: str, address: str, port: int | None,
                       exc: BaseException) -> None:
         kind = _probe_error_kind(exc)
-        text = "".join(traceback.format_exception(exc)) if kind == "plugin" else ""
+        text = "".join(traceback.format_exception(exc)) if exc.__traceback__ else ""
         self.store.error(ProbeError(check_id=check_id, device=address, port=port,
                                     reason=_one_line(exc), kind=kind,
                                     traceback=text[-8000:], at=utc_now()))

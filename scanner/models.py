@@ -210,7 +210,9 @@ class ScanMeta(Model):
     started_at: datetime
     finished_at: datetime | None = None
     complete: bool = False
+    stop_reason: str | None = Field(default=None, pattern="^(interrupted|error)$")
     interrupted_reason: str | None = None
+    excluded_ports: list[int] = Field(default_factory=list)
     command_line: list[str] = Field(default_factory=list)
     discovery_notes: list[str] = Field(default_factory=list)  # e.g. why ARP did not run
     probes: dict[str, str] = Field(default_factory=dict)  # check id -> source "package version"

@@ -225,50 +225,53 @@ class Network:
             raise ScopeViolation(f"{note} is outside the authorised scope; not contacted")
 
     async def _acquire(self, host: str) -> Callable[[], None]:
+        """Take the host's slot, wait for its pace, then a global slot; returns the release.
+
+        Pacing happens before the global slot is taken, so a slow host holds none of the
+        scan-wide capacity while it waits."""
         if self._global is None:
             self._global = asyncio.Semaphore(self.limits.concurrency)
+        global_slots = self._global
         gate = self._hosts.get(host)
         if gate is None:
             gate = self._hosts[host] = _HostGate(self.limits.per_host, self.limits.rate)
         gate.users += 1
-        try:
+        async with contextlib.AsyncExitStack() as undo:
+            undo.callback(self._forget, host, gate)
             await gate.slots.acquire()
-        except BaseException:
-            self._forget(host, gate)
-            raise
-        try:
-            await self._global.acquire()
-        except BaseException:
-            gate.slots.release()
-            self._forget(host, gate)
-            raise
-        try:
+            undo.callback(gate.slots.release)
             await gate.pace()
-        except BaseException:
-            self._global.release()
-            gate.slots.release()
-            self._forget(host, gate)
-            raise
+            await global_slots.acquire()
+            undo.pop_all()
         self.connections_opened += 1
         released = False
 
         def release() -> None:
             nonlocal released
-            if released:
-                return
-            released = True
-            assert self._global is not None
-            self._global.release()
-            gate.slots.release()
-            self._forget(host, gate)
+            if not released:
+                released = True
+                global_slots.release()
+                gate.slots.release()
+                self._forget(host, gate)
 
         return release
 
     def _forget(self, host: str, gate: _HostGate) -> None:
-        """Drop a host's gate when nobody uses it, so state does not grow with the scope."""
+        """Drop an idle host's gate once its pacing interval has passed, so state stays
+        proportional to the hosts in flight, not to the scope."""
         gate.users -= 1
-        if gate.users == 0 and time.monotonic() >= gate.next_start:
-            self._hosts.pop(host, None)
+        if gate.users:
+            return
+        delay = max(0.0, gate.next_start - time.monotonic())
+
+        def drop() -> None:
+            if gate.users == 0 and self._hosts.get(host) is gate:
+                del self._hosts[host]
+
+        if delay:
+            asyncio.get_running_loop().call_later(delay, drop)
+        else:
+            drop()
 
     async def slot(self, host: str, port: int | None = None) -> Callable[[], None]:
         """Hold a connection slot for I/O done by a library (aiohttp, paramiko, zeroconf)."""
@@ -281,7 +284,7 @@ class Network:
         self.check_scope(host, port)
         release = await self._acquire(host)
         scheme = "tls" if tls else "tcp"
-        endpoint = f"{scheme}://{_host_for_url(host)}:{port}"
+        endpoint = f"{scheme}://{host_for_url(host)}:{port}"
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(
@@ -303,7 +306,7 @@ class Network:
         """Send one datagram and collect up to ``max_replies`` answers from that host:port."""
         self.check_scope(host, port)
         release = await self._acquire(host)
-        endpoint = f"udp://{_host_for_url(host)}:{port}"
+        endpoint = f"udp://{host_for_url(host)}:{port}"
         loop = asyncio.get_running_loop()
         replies: list[bytes] = []
         arrived = asyncio.Event()
@@ -354,7 +357,8 @@ class Network:
             self._executor = None
 
 
-def _host_for_url(host: str) -> str:
+def host_for_url(host: str) -> str:
+    """An address as it stands in a URL or Host header (IPv6 in brackets)."""
     return f"[{host}]" if ":" in host else host
 
 

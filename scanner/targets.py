@@ -28,7 +28,7 @@ class TargetError(ValueError):
 _NON_GLOBAL_BLOCKS = [
     ipaddress.ip_network(block)
     for block in (
-        "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+        "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
         "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15",
         "198.51.100.0/24", "203.0.113.0/24", "240.0.0.0/4",
         "::1/128", "::/128", "fc00::/7", "fe80::/10", "2001:db8::/32", "100::/64",
@@ -49,11 +49,15 @@ class AddressInterval:
         return self.last - self.first + 1
 
     def addresses(self) -> Iterator[str]:
-        make = ipaddress.IPv4Address if self.version == 4 else ipaddress.IPv6Address
         for value in range(self.first, self.last + 1):
-            yield str(make(value))
+            yield str(_address(self.version, value))
 
     def is_public(self) -> bool:
+        mapped = ipaddress.IPv6Network("::ffff:0:0/96")
+        if self.version == 6 and int(mapped.network_address) <= self.first and \
+                self.last <= int(mapped.broadcast_address):
+            low = self.first - int(mapped.network_address)
+            return AddressInterval(4, low, self.last - int(mapped.network_address)).is_public()
         for block in _NON_GLOBAL_BLOCKS:
             if block.version != self.version:
                 continue
@@ -63,8 +67,16 @@ class AddressInterval:
         return True
 
     def is_multicast(self) -> bool:
-        make = ipaddress.IPv4Address if self.version == 4 else ipaddress.IPv6Address
-        return make(self.first).is_multicast or make(self.last).is_multicast
+        return any(_address(self.version, v).is_multicast for v in (self.first, self.last))
+
+    def is_this_host_alias(self) -> bool:
+        """0.0.0.0/8 and :: mean "this host" to the kernel, not a device on the network."""
+        return (self.version == 4 and self.first < 1 << 24) or \
+            _address(self.version, self.first).is_unspecified
+
+
+def _address(version: int, value: int) -> IPAddress:
+    return ipaddress.IPv4Address(value) if version == 4 else ipaddress.IPv6Address(value)
 
 
 def _interval(first: IPAddress, last: IPAddress) -> AddressInterval:
@@ -142,8 +154,7 @@ def parse_target(spec: str) -> tuple[list[AddressInterval], dict[str, str]]:
         pass
     if _looks_like_hostname(spec):
         intervals = _resolve(spec)
-        return intervals, {str(ipaddress.ip_address(i.first) if i.version == 4
-                               else ipaddress.IPv6Address(i.first)): spec for i in intervals}
+        return intervals, {str(_address(i.version, i.first)): spec for i in intervals}
     raise TargetError(f"not an address, network, range or host name: {spec!r}")
 
 
@@ -264,6 +275,8 @@ def build_scope(targets: list[str], excludes: list[str] | None = None, *,
     for interval in intervals:
         if interval.is_multicast():
             raise TargetError("multicast addresses are not devices; remove them from the targets")
+        if interval.is_this_host_alias():
+            raise TargetError("0.0.0.0/8 and :: mean this machine, not a device; remove them")
         if interval.is_public() and not allow_public:
             first = next(interval.addresses())
             raise TargetError(

@@ -150,6 +150,31 @@ def test_demo_scans_the_lab(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert devices["127.77.0.12"]["serial"] == "4A21B3C00F9E"
     hardened = {s["port"]: s for s in devices["127.77.0.14"]["services"]}
     assert hardened[8443]["tls"] and "thermostat.lab" in hardened[8443]["certificate"]["subject"]
-    checks = [(f["device"], f["check_id"]) for f in document["findings"]]
-    assert checks == [("127.77.0.11", "telnet-exposed")]
+    checks = {(f["device"], f["check_id"]) for f in document["findings"]}
+    assert ("127.77.0.11", "telnet-exposed") in checks
+    assert ("127.77.0.11", "telnet-default-credentials") in checks  # admin/admin on the camera
+    assert not any(device == "127.77.0.14" for device, _ in checks)  # the hardened device
     assert json.dumps(document)  # the whole report is plain JSON
+
+
+def test_flag_bounds_and_reused_out_folder(tmp_path: Path) -> None:
+    completed = run_cli("scan", "127.0.0.1", "--ports", "40300", "--per-host", "500")
+    assert completed.returncode == 2 and "--per-host" in completed.stderr
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "report.json").write_text("{}")
+    completed = run_cli("scan", "127.0.0.1", "--ports", "40300", "--out", str(used))
+    assert completed.returncode == 2 and "already holds a scan" in completed.stderr
+
+
+def test_internal_error_exits_3_with_a_partial_report(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    async def broken(self: object) -> None:
+        raise RuntimeError("engine bug")
+
+    monkeypatch.setattr("scanner.engine.ScanEngine._scan", broken)
+    code = main(["scan", "127.91.4.1", "--ports", "40302", "--out", str(tmp_path / "e")])
+    assert code == 3
+    document = validate_report(tmp_path / "e" / "report.json")
+    assert document["meta"]["stop_reason"] == "error"
+    assert "engine bug" in document["meta"]["interrupted_reason"]

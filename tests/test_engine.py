@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -206,3 +208,75 @@ async def test_interrupted_scan_keeps_partial_results(tmp_path: pytest.TempPathF
 async def test_host_without_open_ports_is_not_a_device(run_scan: ScanRunner) -> None:
     result = await run_scan("127.90.7.1-3", tcp=[40200, 40201])
     assert result.meta.complete and result.devices == [] and result.findings == []
+
+
+async def test_bad_ssdp_location_keeps_the_device(run_scan: ScanRunner) -> None:
+    class Responder(asyncio.DatagramProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            self.transport.sendto(  # type: ignore[attr-defined]
+                b"HTTP/1.1 200 OK\r\nST: upnp:rootdevice\r\n"
+                b"LOCATION: http://127.90.8.1:99999/desc.xml\r\n\r\n", addr)
+
+    web = await fakes.banner("127.90.8.1", 8080, b"HTTP/1.0 200 OK\r\n\r\n<title>x</title>")
+    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        Responder, local_addr=("127.90.8.1", 1900))
+    try:
+        result = await run_scan("127.90.8.1", tcp=[8080], udp=[1900])
+    finally:
+        transport.close()
+        await web.close()
+    [device] = result.devices
+    assert device.service(8080) is not None
+    assert "description not read" in device.upnp["location_note"]
+
+
+async def test_shell_lookalikes_are_not_telnet(run_scan: ScanRunner) -> None:
+    progress = await fakes.banner("127.90.9.1", 8080, b"Loading 100%\r\n")
+    xml = await fakes.banner("127.90.9.1", 9999, b'<?xml version="1.0"?><hello/>')
+    try:
+        result = await run_scan("127.90.9.1", tcp=[8080, 9999])
+    finally:
+        await progress.close()
+        await xml.close()
+    [device] = result.devices
+    assert {s.protocol for s in device.services} == {"unknown"}
+    assert not result.findings
+
+
+async def test_host_budget_cancellation_leaves_a_trace(run_scan: ScanRunner) -> None:
+    device = await fakes.banner("127.90.10.1", 2323, TELNET_PROMPT)
+    profile = fast_profile(timing={"probe_budget": 60.0, "host_budget": 3.0})
+    try:
+        result = await run_scan("127.90.10.1", tcp=[2323], profile=profile,
+                                probes=[LoadedProbe(Hangs(), "tests 0", False)])
+    finally:
+        await device.close()
+    assert result.meta.complete
+    assert [d.address for d in result.devices] == ["127.90.10.1"]  # kept despite the budget
+    kinds = {(e.check_id, e.kind) for e in result.errors}
+    assert ("test-hangs", "cancelled") in kinds and ("host-scan", "timeout") in kinds
+    [run] = result.check_runs
+    assert run.status is CheckStatus.ERROR
+
+
+async def test_gate_state_does_not_grow_with_the_scope() -> None:
+    plan = ScanPlan.build(safe_scope("127.90.11.1-60"), fast_profile(), [],
+                          ports={"tcp": [40400], "udp": []})
+    engine = ScanEngine(plan, ResultStore(Path(tempfile.mkdtemp()) / "gate"))
+    await engine.run()
+    await asyncio.sleep(0.1)
+    assert engine.network.connections_opened >= 60
+    assert engine.network._hosts == {}
+
+
+def test_plan_validates_overrides_and_ports() -> None:
+    from scanner.engine import PlanError
+
+    with pytest.raises(PlanError, match="--per-host"):
+        ScanPlan.build(safe_scope("127.0.0.1"), fast_profile(), [], overrides={"per_host": 500})
+    with pytest.raises(PlanError, match="every port is excluded"):
+        ScanPlan.build(safe_scope("127.0.0.1"), fast_profile(), [],
+                       ports={"tcp": [2024], "udp": []})

@@ -26,10 +26,17 @@ FUZZ = settings(max_examples=200, deadline=None)
 
 def test_telnet_negotiation_refuses_everything() -> None:
     data = bytes([255, 253, 24, 255, 251, 1, 255, 250, 31, 0, 80, 255, 240]) + b"login: "
-    text, replies = telnet.split_negotiation(data)
-    assert text == b"login: "
+    text, replies, tail = telnet.split_negotiation(data)
+    assert text == b"login: " and tail == b""
     assert replies == bytes([255, 252, 24, 255, 254, 1])
     assert telnet.split_negotiation(b"a\xff\xffb")[0] == b"a\xffb"
+
+
+def test_telnet_negotiation_split_across_reads_is_kept() -> None:
+    text, replies, tail = telnet.split_negotiation(b"hi\xff\xfd")
+    assert (text, replies, tail) == (b"hi", b"", b"\xff\xfd")
+    text, replies, tail = telnet.split_negotiation(tail + b"\x18login: ")
+    assert (text, replies, tail) == (b"login: ", bytes([255, 252, 24]), b"")
 
 
 @pytest.mark.parametrize("text, prompt", [

@@ -24,6 +24,7 @@ def test_single_address_cidr_and_range() -> None:
 
 def test_ipv6_and_hostname() -> None:
     assert addresses("::1") == ["::1"]
+    assert addresses("::ffff:127.0.0.1") == ["::ffff:7f00:1"]
     assert addresses("fd00::1-fd00::2") == ["fd00::1", "fd00::2"]
     scope = build_scope(["localhost"])
     assert scope.allows("127.0.0.1")
@@ -64,7 +65,11 @@ def test_target_file(tmp_path: Path) -> None:
     ("bad host name!", "not an address"),
     ("224.0.0.1", "multicast"),
     ("8.8.8.8", "globally routable"),
-    ("0.0.0.0/0", "globally routable"),
+    ("0.0.0.0/0", "this machine"),
+    ("0.0.0.5", "this machine"),
+    ("::", "this machine"),
+    ("1.0.0.0/8", "globally routable"),
+    ("::ffff:8.8.8.8", "globally routable"),
     ("@/nonexistent/targets.txt", "cannot read target file"),
 ])
 def test_bad_targets_are_one_line_errors(spec: str, message: str) -> None:

@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from scanner.models import Certificate, Service
-from scanner.net import Connection, Network, insecure_tls_context
+from scanner.net import Connection, Network, ScopeViolation, host_for_url, insecure_tls_context
 from scanner.protocols import mqtt, telnet
 from scanner.protocols.ssh import parse_banner
 from scanner.protocols.textproto import (
@@ -43,6 +43,7 @@ PORT_HINTS = {
     1883: "mqtt", 2222: "ssh", 2323: "telnet", 5555: "adb", 7547: "http", 8000: "http",
     8080: "http", 8081: "http", 8443: "http", 8554: "rtsp", 8883: "mqtt", 49152: "http",
 }
+UDP_IDENTIFIERS = (161, 5683)  # UDP ports we have a protocol-correct request for
 BANNER_WAIT = 1.5  # services that speak first do so at once; nmap's NULL probe waits longer
 CLIENT_FIRST_WAIT = 0.5  # ports whose usual protocol waits for the client (HTTP, RTSP, MQTT)
 
@@ -60,13 +61,25 @@ def _from_banner(port: int, banner: bytes) -> Service | None:
     if ssh:
         return _service(port, "ssh", banner=first_line[:255], product=ssh[1], version=ssh[2],
                         details={"ssh_protocol": ssh[0]})
-    if banner[:1] == bytes((telnet.IAC,)) or telnet.classify_prompt(banner) in ("login",
-                                                                                 "password"):
+    if _negotiates(banner) or telnet.classify_prompt(banner) in ("login", "password"):
         return None  # handled by the telnet path, which negotiates
     if first_line[:4] in ("220 ", "220-"):
         protocol = "smtp" if "SMTP" in first_line.upper() else "ftp"
         return _service(port, protocol, banner=first_line[:255])
     return None
+
+
+def _negotiates(banner: bytes) -> bool:
+    """Telnet servers open with option negotiation; random bytes almost never do."""
+    return len(banner) >= 3 and banner[0] == telnet.IAC and \
+        banner[1] in (telnet.DO, telnet.DONT, telnet.WILL, telnet.WONT, telnet.SB)
+
+
+def _looks_like_telnet(banner: bytes, hint: str | None) -> bool:
+    """Negotiation or a login prompt is Telnet; a bare "#"/">" line is Telnet only on a Telnet
+    port (a progress line "Loading 100%" or XML ending in ">" is not a shell)."""
+    prompt = telnet.classify_prompt(telnet.split_negotiation(banner)[0])
+    return _negotiates(banner) or prompt in ("login", "password") or hint == "telnet"
 
 
 def _http_service(port: int, head: Head, tls: bool, protocol: str = "http") -> Service:
@@ -88,7 +101,7 @@ def _http_service(port: int, head: Head, tls: bool, protocol: str = "http") -> S
 
 
 async def _http_get(conn: Connection, host: str, port: int) -> Head | None:
-    host_header = f"[{host}]" if ":" in host else host
+    host_header = host_for_url(host)
     await conn.send(build_request("GET", "/", {
         "Host": f"{host_header}:{port}", "User-Agent": USER_AGENT, "Accept": "*/*",
         "Connection": "close"}))
@@ -139,11 +152,12 @@ async def _identify_plain(network: Network, host: str, port: int) -> Service | N
             recognised = _from_banner(port, banner)
             if recognised:
                 return recognised
-            if banner[:1] == bytes((telnet.IAC,)) or telnet.classify_prompt(banner):
+            if _looks_like_telnet(banner, hint):
                 text, prompt = await telnet.read_until_prompt(conn, timeout=3.0,
                                                               initial=banner)
-                return _service(port, "telnet", banner=text.decode("utf-8", "replace")
-                                .strip()[-255:], details={"prompt": prompt or "none"})
+                if prompt is not None or _negotiates(banner):
+                    return _service(port, "telnet", banner=text.decode("utf-8", "replace")
+                                    .strip()[-255:], details={"prompt": prompt or "none"})
             return _service(port, "unknown", banner=banner.decode("utf-8", "replace")[:255])
         if hint == "mqtt":
             code = await _mqtt_probe(conn)
@@ -168,9 +182,13 @@ async def _identify_tls(network: Network, host: str, port: int) -> Service | Non
     except (ssl.SSLError, ConnectionError, OSError, TimeoutError):
         return None
     async with conn:
-        certificate = certificate_facts(conn.peer_certificate_der) \
-            if conn.peer_certificate_der else None
         details = {"tls_version": conn.tls_version or ""}
+        certificate = None
+        if conn.peer_certificate_der:
+            try:
+                certificate = certificate_facts(conn.peer_certificate_der)
+            except Exception as exc:  # a device's malformed certificate is a fact, not a crash
+                details["certificate_error"] = f"{type(exc).__name__}: {exc}"[:200]
         if PORT_HINTS.get(port) == "mqtt":
             code = await _mqtt_probe(conn)
             protocol = "mqtt" if code is not None else "tls"
@@ -195,7 +213,9 @@ async def identify_tcp(network: Network, host: str, port: int) -> Service:
     for attempt in attempts:
         try:
             service = await attempt(network, host, port)
-        except (ConnectionError, OSError, TimeoutError, ssl.SSLError, ValueError) as exc:
+        except ScopeViolation:
+            raise
+        except Exception as exc:  # whatever the device provokes, the port stays recorded
             problems.append(f"{attempt.__name__.strip('_')}: {type(exc).__name__}")
             continue
         if service is not None:
@@ -227,5 +247,5 @@ async def identify_udp(network: Network, host: str, port: int) -> Service | None
 
 async def identify_all_udp(network: Network, host: str, ports: list[int]) -> list[Service]:
     results = await asyncio.gather(*(identify_udp(network, host, port) for port in ports
-                                     if port in (161, 5683)), return_exceptions=True)
+                                     if port in UDP_IDENTIFIERS), return_exceptions=True)
     return [result for result in results if isinstance(result, Service)]

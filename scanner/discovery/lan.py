@@ -14,11 +14,10 @@ import socket
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from scanner.discovery.oui import lookup_vendor, normalize_mac
+from scanner.http import request as http_request
 from scanner.net import Network, ScopeViolation
-from scanner.protocols.textproto import USER_AGENT, build_request, parse_head
 from scanner.protocols.udp import (
     SSDP_MULTICAST_V4,
     SSDP_PORT,
@@ -31,6 +30,8 @@ from scanner.targets import Scope
 log = logging.getLogger("iotbaseline.discovery")
 
 MAX_ARP_ADDRESSES = 4096
+MAX_MDNS_TYPES = 64
+MAX_MDNS_INSTANCES = 256
 MAX_DESCRIPTION_BYTES = 256 * 1024
 
 
@@ -45,6 +46,15 @@ class LanFacts:
     properties: dict[str, str] = field(default_factory=dict)  # model, firmware, … from TXT
     upnp: dict[str, str] = field(default_factory=dict)
     sources: set[str] = field(default_factory=set)
+
+    def merge(self, other: LanFacts) -> None:
+        self.mac = self.mac or other.mac
+        self.vendor = self.vendor or other.vendor
+        self.hostnames |= other.hostnames
+        self.mdns_services |= other.mdns_services
+        self.properties.update(other.properties)
+        self.upnp.update(other.upnp)
+        self.sources |= other.sources
 
 
 @dataclass(frozen=True)
@@ -114,7 +124,7 @@ async def mdns_browse(scope: Scope, link: LocalLink, wait: float) -> dict[str, L
             return
         if service_type == "_services._dns-sd._udp.local.":
             types.add(name)
-        elif len(instances) < 512:
+        elif len(instances) < MAX_MDNS_INSTANCES:
             instances.add((service_type, name))
 
     zc = AsyncZeroconf(interfaces=[link.source], ip_version=IPVersion.V4Only)
@@ -123,14 +133,23 @@ async def mdns_browse(scope: Scope, link: LocalLink, wait: float) -> dict[str, L
         browsers.append(AsyncServiceBrowser(zc.zeroconf, ["_services._dns-sd._udp.local."],
                                             handlers=[on_change]))
         await asyncio.sleep(wait / 2)
-        for service_type in sorted(types)[:64]:
+        for service_type in sorted(types)[:MAX_MDNS_TYPES]:
             browsers.append(AsyncServiceBrowser(zc.zeroconf, [service_type],
                                                 handlers=[on_change]))
         await asyncio.sleep(wait / 2)
-        for service_type, name in sorted(instances):
+        resolving = asyncio.Semaphore(16)
+
+        async def resolve(service_type: str, name: str) -> AsyncServiceInfo | None:
             info = AsyncServiceInfo(service_type, name)
-            if not await info.async_request(zc.zeroconf, 1000):
+            async with resolving:
+                return info if await info.async_request(zc.zeroconf, 1000) else None
+
+        resolved = await asyncio.gather(*(resolve(t, n) for t, n in sorted(instances)),
+                                        return_exceptions=True)
+        for info in resolved:
+            if not isinstance(info, AsyncServiceInfo):
                 continue
+            service_type = info.type
             for address in info.parsed_addresses(IPVersion.V4Only):
                 if not scope.allows(address):
                     continue
@@ -179,22 +198,15 @@ async def ssdp_multicast(scope: Scope, link: LocalLink, wait: float) -> list[tup
 
 
 async def fetch_description(network: Network, location: str) -> dict[str, str]:
-    """GET a UPnP description over plain HTTP, only when its host is in scope."""
-    parts = urlsplit(location)
-    if parts.scheme != "http" or not parts.hostname:
-        raise DescriptionError(f"unsupported LOCATION {location[:200]!r}")
-    port = parts.port or 80
-    network.check_scope(parts.hostname, port)  # raises ScopeViolation: never contacted
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    async with await network.open_tcp(parts.hostname, port) as conn:
-        await conn.send(build_request("GET", path, {
-            "Host": parts.netloc, "User-Agent": USER_AGENT, "Connection": "close"}))
-        data = await conn.recv_until(lambda _: False, max_bytes=MAX_DESCRIPTION_BYTES,
-                                     timeout=network.limits.read_timeout)
-    head = parse_head(data)
-    if head is None or head.status != 200:
-        raise DescriptionError(f"description fetch answered {head.status if head else 'junk'}")
-    return parse_description(head.body)
+    """GET a UPnP description over HTTP(S); the gate refuses a LOCATION outside the scope."""
+    try:
+        response = await http_request(network, "GET", location, transcript=None,
+                                      follow_redirects=False, max_body=MAX_DESCRIPTION_BYTES)
+    except ValueError as exc:  # a malformed URL from the device
+        raise DescriptionError(f"unusable LOCATION {location[:200]!r}: {exc}") from None
+    if response.status != 200:
+        raise DescriptionError(f"description fetch answered HTTP {response.status}")
+    return parse_description(response.body)
 
 
 async def upnp_from_replies(network: Network,
@@ -218,8 +230,9 @@ async def upnp_from_replies(network: Network,
             facts.upnp.update(await fetch_description(network, reply.location))
         except ScopeViolation:
             facts.upnp["location_note"] = "LOCATION points outside the scope; not fetched"
-        except (DescriptionError, ConnectionError, OSError, TimeoutError) as exc:
-            facts.upnp["location_note"] = f"description not read: {exc}"[:256]
+        except Exception as exc:  # whatever a device's reply provokes costs only this fact
+            facts.upnp["location_note"] = f"description not read: {type(exc).__name__}: " \
+                                          f"{exc}"[:256]
     return found
 
 
@@ -244,14 +257,7 @@ async def discover_links(network: Network, *, arp: bool, mdns: bool, ssdp: bool,
 
     def merge(found: dict[str, LanFacts]) -> None:
         for address, new in found.items():
-            old = facts.setdefault(address, LanFacts())
-            old.mac = old.mac or new.mac
-            old.vendor = old.vendor or new.vendor
-            old.hostnames |= new.hostnames
-            old.mdns_services |= new.mdns_services
-            old.properties.update(new.properties)
-            old.upnp.update(new.upnp)
-            old.sources |= new.sources
+            facts.setdefault(address, LanFacts()).merge(new)
 
     raw = can_use_raw_sockets()
     if arp and not raw:

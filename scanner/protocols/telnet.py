@@ -17,8 +17,9 @@ PASSWORD_PROMPT = re.compile(rb"password\s*:\s*$", re.IGNORECASE)
 SHELL_PROMPT = re.compile(rb"([#$>%]|\]#|\]\$)\s*$")
 
 
-def split_negotiation(data: bytes) -> tuple[bytes, bytes]:
-    """Separate text from IAC sequences; returns (text, our refusals to send back)."""
+def split_negotiation(data: bytes) -> tuple[bytes, bytes, bytes]:
+    """Separate text from IAC sequences: (text, our refusals to send back, an incomplete
+    sequence at the end that must be joined to the next read)."""
     text = bytearray()
     replies = bytearray()
     index = 0
@@ -29,14 +30,14 @@ def split_negotiation(data: bytes) -> tuple[bytes, bytes]:
             index += 1
             continue
         if index + 1 >= len(data):
-            break
+            return bytes(text), bytes(replies), data[index:]
         command = data[index + 1]
         if command == IAC:  # escaped 0xFF data byte
             text.append(IAC)
             index += 2
         elif command in (DO, DONT, WILL, WONT):
             if index + 2 >= len(data):
-                break
+                return bytes(text), bytes(replies), data[index:]
             option = data[index + 2]
             if command == DO:
                 replies += bytes((IAC, WONT, option))
@@ -45,10 +46,12 @@ def split_negotiation(data: bytes) -> tuple[bytes, bytes]:
             index += 3
         elif command == SB:
             end = data.find(bytes((IAC, SE)), index + 2)
-            index = len(data) if end < 0 else end + 2
+            if end < 0:
+                return bytes(text), bytes(replies), data[index:][:512]  # bounded tail
+            index = end + 2
         else:
             index += 2
-    return bytes(text), bytes(replies)
+    return bytes(text), bytes(replies), b""
 
 
 def classify_prompt(text: bytes) -> str | None:
@@ -73,7 +76,7 @@ async def read_until_prompt(conn: Connection, timeout: float, max_bytes: int = 1
     received = len(initial)
     while True:
         if pending:
-            chunk_text, replies = split_negotiation(pending)
+            chunk_text, replies, pending = split_negotiation(pending)
             text += chunk_text
             if replies:
                 await conn.send(replies)
@@ -84,9 +87,10 @@ async def read_until_prompt(conn: Connection, timeout: float, max_bytes: int = 1
         if remaining <= 0 or received >= max_bytes:
             return bytes(text), None
         try:
-            pending = await conn.recv(max_bytes - received, timeout=remaining)
+            chunk = await conn.recv(max_bytes - received, timeout=remaining)
         except TimeoutError:
             return bytes(text), None
-        if not pending:
+        if not chunk:
             return bytes(text), None
-        received += len(pending)
+        received += len(chunk)
+        pending += chunk
