@@ -49,6 +49,8 @@ class CredentialProbe(Probe):
     """A probe that tries credentials; subclasses say how one attempt goes."""
 
     credential_protocol: ClassVar[str]  # key into the credential data: "ssh", "http", …
+    # False where there are no accounts to lock out (SNMP communities all share the user "").
+    per_account_limit: ClassVar[bool] = True
 
     @abstractmethod
     async def attempt(self, ctx: ProbeContext, username: str, password: str) -> Attempt:
@@ -99,7 +101,7 @@ async def run_attempts(probe: CredentialProbe, ctx: ProbeContext) -> Facts:
     for credential in candidates:
         if len(attempts) >= budget.max_per_service:
             break
-        if per_account[credential.username] >= budget.max_per_account:
+        if probe.per_account_limit and per_account[credential.username] >= budget.max_per_account:
             continue
         if attempts and budget.spacing:
             await asyncio.sleep(budget.spacing)

@@ -9,6 +9,7 @@ only — payloads can be personal data and never enter the evidence.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,6 @@ from scanner.protocols import mqtt
 
 MAX_PACKET = 256 * 1024  # largest packet we agree to read
 READ_CHUNK = 16 * 1024
-CONNACK_WAIT = 5.0
 SUBSCRIBE_SECONDS = 3.0
 SUBSCRIBE_MAX_MESSAGES = 200
 SUBSCRIBE_MAX_BYTES = 64 * 1024
@@ -214,7 +214,8 @@ async def mqtt_connect(ctx: ProbeContext, username: str | None = None,
             await conn.send(mqtt.connect_packet(level, username=username, password=password))
             reader = PacketReader(conn)
             try:
-                first, body, head = await reader.packet(CONNACK_WAIT, max_length=1024)
+                first, body, head = await reader.packet(ctx.network.limits.read_timeout,
+                                                        max_length=1024)
             except MqttProtocolError as exc:
                 tried.append(f"level {level}: {exc}")
                 return ConnectResult(level, None, str(exc), tried=tried)
@@ -291,10 +292,8 @@ async def read_subscription(ctx: ProbeContext, conn: Connection, reader: PacketR
             retained += message.retain
             if message.topic not in topics and len(topics) < SAMPLE_TOPICS:
                 topics.append(message.topic)
-    try:
+    with contextlib.suppress(ConnectionError, OSError, TimeoutError):
         await conn.send(DISCONNECT)
-    except (ConnectionError, OSError, TimeoutError):
-        pass
     ctx.note(f"subscription to '#': SUBACK {suback if suback is None else hex(suback)}, "
              f"{len(sizes)} PUBLISH message(s), {sum(sizes)} payload bytes (payloads not "
              f"recorded), stopped by {stopped}; sample topics: {topics}")
