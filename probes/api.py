@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -25,7 +26,14 @@ from profiles.credentials import Credential, CredentialStore
 from scanner.http import HttpResponse
 from scanner.http import request as http_request
 from scanner.models import Confidence, Device, Intrusiveness, Service, Severity
-from scanner.net import Connection, Network, Transcript, host_for_url, insecure_tls_context
+from scanner.net import (
+    Connection,
+    Network,
+    Transcript,
+    UdpSession,
+    host_for_url,
+    insecure_tls_context,
+)
 
 T = TypeVar("T")
 
@@ -132,6 +140,14 @@ class ProbeContext:
             self.target.address, port if port is not None else self.target.port, payload,
             transcript=self.transcript, timeout=timeout,
         )
+
+    def udp_session(self, port: int | None = None, *,
+                    max_datagrams: int = 4096) -> AbstractAsyncContextManager[UdpSession]:
+        """A UDP conversation with the target whose replies may come from any of its ports
+        (TFTP answers from a new transfer id); other hosts' datagrams are dropped."""
+        return self.network.udp_session(
+            self.target.address, port if port is not None else self.target.port,
+            transcript=self.transcript, max_datagrams=max_datagrams)
 
     async def http(self, method: str, path: str = "/", *, tls: bool | None = None,
                    headers: Mapping[str, str] | None = None, data: bytes | None = None,

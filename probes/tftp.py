@@ -16,20 +16,29 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import struct
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from probes.api import Facts, Observation, Probe, ProbeContext, ProbeMetadata, Target
 from scanner.models import Confidence, Intrusiveness, Severity
-from scanner.net import UdpSession
+from scanner.net import ScopeViolation
+from scanner.protocols.tftp import (
+    BLOCK_SIZE,
+    ERROR_NAMES,
+    OP_DATA,
+    OP_ERROR,
+    ack,
+    error_packet,
+    parse_packet,
+    read_request,
+)
 
-OP_RRQ, OP_WRQ, OP_DATA, OP_ACK, OP_ERROR = 1, 2, 3, 4, 5
-BLOCK_SIZE = 512
+if TYPE_CHECKING:
+    from scanner.net import UdpSession
+
 MAX_FILE_BYTES = 64 * 1024  # read at most this much of one file, then abort the transfer
 MAX_TOTAL_BYTES = 256 * 1024  # and at most this much across all files
-REPLY_WAIT = 3.0  # per datagram
+REPLY_WAIT = 2.0  # per datagram (the profile's read timeout if shorter)
 RETRANSMITS = 2  # resend the last request/ACK at most this often on silence
 FILE_DEADLINE = 10.0  # one file, all blocks
 TOTAL_DEADLINE = 24.0  # the whole probe, kept under the default 30 s probe budget
@@ -52,62 +61,17 @@ CONFIG_FILES: tuple[tuple[str, str], ...] = (
     ("etc/passwd", "embedded Linux tftpd serving the root file system (BusyBox)"),
 )
 
-ERROR_NAMES = {0: "not defined", 1: "file not found", 2: "access violation", 3: "disk full",
-               4: "illegal operation", 5: "unknown transfer id", 6: "file exists",
-               7: "no such user", 8: "option refused"}
-
-
-def read_request(name: str, mode: str = "octet") -> bytes:
-    return struct.pack("!H", OP_RRQ) + name.encode() + b"\0" + mode.encode() + b"\0"
-
-
-def ack(block: int) -> bytes:
-    return struct.pack("!HH", OP_ACK, block & 0xFFFF)
-
-
-def error_packet(code: int, message: str) -> bytes:
-    return struct.pack("!HH", OP_ERROR, code) + message.encode() + b"\0"
-
-
-@dataclass(frozen=True)
-class Packet:
-    opcode: int
-    block: int = 0  # DATA/ACK block number, or the ERROR code
-    payload: bytes = b""  # DATA bytes, or the ERROR message
-
-
-def parse_packet(data: bytes) -> Packet | None:
-    """A DATA, ACK or ERROR packet; None for anything a TFTP server would not send."""
-    if len(data) < 4:
-        return None
-    opcode, number = struct.unpack("!HH", data[:4])
-    if opcode in (OP_DATA, OP_ACK):
-        return Packet(opcode, number, data[4:])
-    if opcode == OP_ERROR:
-        return Packet(opcode, number, data[4:].split(b"\0", 1)[0][:200])
-    return None
-
-
-def looks_like_tftp(data: bytes) -> bool:
-    """What a TFTP server answers to a read request: ERROR with a known code, or DATA block 1."""
-    packet = parse_packet(data)
-    if packet is None:
-        return False
-    if packet.opcode == OP_ERROR:
-        return packet.block <= 8
-    return packet.opcode == OP_DATA and packet.block == 1 and len(packet.payload) <= BLOCK_SIZE
-
-
 class _Reader:
     """One lock-step read of one file over one session (one client transfer id)."""
 
     def __init__(self, ctx: ProbeContext, session: UdpSession, name: str, cap: int,
-                 deadline: float) -> None:
+                 deadline: float, wait: float) -> None:
         self.ctx = ctx
         self.session = session
         self.name = name
         self.cap = cap
         self.deadline = deadline
+        self.wait = wait
         self.endpoint = f"udp://{ctx.target.address}"
         self.server_port: int | None = None
         self.digest = hashlib.sha256()
@@ -117,7 +81,7 @@ class _Reader:
     def _record(self, direction: str, port: int, text: str) -> None:
         self.ctx.transcript.record(direction, f"{self.endpoint}:{port}", text)
 
-    def _result(self, outcome: str, **extra: Any) -> dict[str, Any]:
+    def result(self, outcome: str, **extra: Any) -> dict[str, Any]:
         result: dict[str, Any] = {"name": self.name, "outcome": outcome, "bytes": self.read,
                                   "blocks": self.blocks}
         if self.read or outcome == "readable":
@@ -140,38 +104,38 @@ class _Reader:
             remaining = self.deadline - time.monotonic()
             if remaining <= 0:
                 self._abort("timeout")
-                return self._result("timeout" if self.server_port is None else "stalled")
+                return self.result("timeout" if self.server_port is None else "stalled")
             try:
-                data, port = await self.session.recv(min(REPLY_WAIT, remaining), record_bytes=0)
+                data, port = await self.session.recv(min(self.wait, remaining), record_bytes=0)
             except TimeoutError:
                 if retransmits < RETRANSMITS and self.deadline - time.monotonic() > 0.5:
                     retransmits += 1
                     self.session.send(last[0], last[1], record=False)
                     continue
-                return self._result("silent" if self.server_port is None else "stalled")
+                return self.result("silent" if self.server_port is None else "stalled")
             if self.server_port is not None and port != self.server_port:
                 stray += 1  # RFC 1350: another transfer id; not ours, not answered
                 if stray > MAX_STRAY:
                     self._abort("too many stray packets")
-                    return self._result("error", detail="too many stray packets")
+                    return self.result("error", detail="too many stray packets")
                 continue
             packet = parse_packet(data)
             if packet is None or packet.opcode not in (OP_DATA, OP_ERROR):
                 self._record("received", port, f"unexpected reply ({len(data)} bytes): "
                              f"{data[:32].hex()}")
                 self._abort("unexpected packet")
-                return self._result("unexpected", detail=f"not DATA/ERROR: {data[:16].hex()}")
+                return self.result("unexpected", detail=f"not DATA/ERROR: {data[:16].hex()}")
             if packet.opcode == OP_ERROR:
                 message = packet.payload.decode("utf-8", "replace")
                 self._record("received", port, f"ERROR {packet.block} {message!r}")
-                return self._result("error", error_code=packet.block,
+                return self.result("error", error_code=packet.block,
                                     error=ERROR_NAMES.get(packet.block, "unknown"),
                                     message=message[:120])
             if packet.block != expected & 0xFFFF:
                 stray += 1  # a retransmitted earlier block: our ACK was lost or slow
                 if stray > MAX_STRAY:
                     self._abort("too many duplicate blocks")
-                    return self._result("error", detail="too many duplicate blocks")
+                    return self.result("error", detail="too many duplicate blocks")
                 continue
             self.server_port = port
             take = packet.payload[: max(0, self.cap - self.read)]
@@ -185,22 +149,28 @@ class _Reader:
                 self.session.send(ack(packet.block), port, record=self.blocks == 1)
                 self._record("event", port, f"{self.name}: read {self.read} bytes in "
                              f"{self.blocks} blocks, complete")
-                return self._result("readable", complete=True)
+                return self.result("readable", complete=True)
             if self.read >= self.cap:
                 self._abort("read limit reached")
                 self._record("event", port, f"{self.name}: read {self.read} bytes in "
                              f"{self.blocks} blocks, stopped at the read limit")
-                return self._result("readable", complete=False)
+                return self.result("readable", complete=False)
             last = (ack(packet.block), port)
             self.session.send(last[0], port, record=self.blocks == 1)
             expected += 1
             retransmits = 0
 
 
-async def read_file(ctx: ProbeContext, name: str, cap: int, deadline: float) -> dict[str, Any]:
+async def read_file(ctx: ProbeContext, name: str, cap: int, deadline: float,
+                    wait: float = REPLY_WAIT) -> dict[str, Any]:
     """Read up to ``cap`` bytes of ``name``; a fresh session is a fresh client transfer id."""
     async with ctx.udp_session(max_datagrams=4 * (cap // BLOCK_SIZE) + 4 * MAX_STRAY) as session:
-        return await _Reader(ctx, session, name, cap, deadline).run()
+        reader = _Reader(ctx, session, name, cap, deadline, wait)
+        try:
+            return await reader.run()
+        except ScopeViolation as exc:  # the server answered from an excluded port
+            ctx.note(f"{name}: {exc}")
+            return reader.result("out-of-scope", detail=str(exc)[:160])
 
 
 class TftpConfigReadable(Probe):
@@ -230,19 +200,17 @@ class TftpConfigReadable(Probe):
         files: list[dict[str, Any]] = []
         control: dict[str, Any] | None = None
         silent_run, total, answered = 0, 0, False
+        wait = min(REPLY_WAIT, ctx.network.limits.read_timeout)
         for name in [control_name, *families]:
             now = time.monotonic()
-            if now >= stop or total >= MAX_TOTAL_BYTES:
-                files.append({"name": name, "outcome": "skipped"})
-                continue
-            if silent_run >= SILENT_LIMIT:
-                files.append({"name": name, "outcome": "skipped"})
-                continue
-            result = await read_file(ctx, name, min(MAX_FILE_BYTES, MAX_TOTAL_BYTES - total),
-                                     min(stop, now + FILE_DEADLINE))
-            total += int(result.get("bytes", 0))
-            silent_run = silent_run + 1 if result["outcome"] == "silent" else 0
-            answered = answered or result["outcome"] not in ("silent", "timeout")
+            if now >= stop or total >= MAX_TOTAL_BYTES or silent_run >= SILENT_LIMIT:
+                result: dict[str, Any] = {"name": name, "outcome": "skipped"}
+            else:
+                result = await read_file(ctx, name, min(MAX_FILE_BYTES, MAX_TOTAL_BYTES - total),
+                                         min(stop, now + FILE_DEADLINE), wait)
+                total += int(result.get("bytes", 0))
+                silent_run = silent_run + 1 if result["outcome"] in ("silent", "timeout") else 0
+                answered = answered or result["outcome"] not in ("silent", "timeout")
             if name == control_name:
                 control = result
             else:

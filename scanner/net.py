@@ -13,10 +13,10 @@ import ipaddress
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from scanner.models import Exchange, utc_now
 from scanner.targets import Scope
@@ -205,6 +205,82 @@ def insecure_tls_context() -> ssl.SSLContext:
     return context
 
 
+class UdpSession(asyncio.DatagramProtocol):
+    """A datagram conversation with one host whose replies may come from any of its ports.
+
+    Some protocols answer from a fresh port: a TFTP server sends DATA from a new transfer id,
+    not from port 69, so the connected socket of ``udp_exchange`` would never see it. A session
+    uses one unconnected socket and accepts datagrams from the target HOST on any port; every
+    datagram from another host is dropped (and counted), every send is scope-checked with its
+    port, each datagram is capped at ``max_read_bytes``, at most ``MAX_QUEUED`` wait unread and
+    at most ``max_datagrams`` are accepted in the session's life.
+    """
+
+    MAX_QUEUED = 64
+
+    def __init__(self, network: Network, host: str, port: int, transcript: Transcript | None,
+                 max_datagrams: int) -> None:
+        self.network = network
+        self.host = host
+        self.port = port
+        self.transcript = transcript
+        self.max_datagrams = max_datagrams
+        self.accepted = 0  # datagrams taken from the host
+        self.dropped_foreign = 0  # datagrams from any other host: never read
+        self.dropped_overflow = 0  # from the host, but the queue or the session cap was full
+        self._address = _comparable_address(host)
+        self._queue: asyncio.Queue[tuple[bytes, int]] = asyncio.Queue(self.MAX_QUEUED)
+        self._error: Exception | None = None
+        self._transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.DatagramTransport, transport)  # selector's is no subclass
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        if _comparable_address(str(addr[0])) != self._address:
+            self.dropped_foreign += 1
+            return
+        if self.accepted >= self.max_datagrams or self._queue.full():
+            self.dropped_overflow += 1
+            return
+        self.accepted += 1
+        self._queue.put_nowait((data[: self.network.limits.max_read_bytes], int(addr[1])))
+
+    def error_received(self, exc: Exception) -> None:
+        self._error = exc
+
+    def _endpoint(self, port: int) -> str:
+        return f"udp://{host_for_url(self.host)}:{port}"
+
+    def send(self, payload: bytes, port: int | None = None, *, record: bool = True) -> None:
+        """Send one datagram to the host: the service port, or ``port`` (a transfer id)."""
+        destination = self.port if port is None else port
+        self.network.check_scope(self.host, destination)  # an excluded port stays untouched
+        if self._transport is None or self._transport.is_closing():
+            raise ConnectionError("UDP session is closed")
+        if record and self.transcript is not None:
+            self.transcript.record("sent", self._endpoint(destination), payload)
+        self._transport.sendto(payload, (self.host, destination))
+
+    async def recv(self, timeout: float | None = None, *,
+                   record_bytes: int | None = None) -> tuple[bytes, int]:
+        """The next datagram from the host and the port it came from; TimeoutError when none.
+
+        ``record_bytes`` limits what the transcript keeps of it (0: nothing), for payloads that
+        may hold secrets."""
+        if self._queue.empty() and self._error is not None:
+            error, self._error = self._error, None
+            raise ConnectionError(f"UDP error from {self.host}: {error}")
+        if self._queue.empty() and self.accepted >= self.max_datagrams:
+            raise ReadLimitExceeded(f"more than {self.max_datagrams} datagrams from {self.host}")
+        data, port = await asyncio.wait_for(
+            self._queue.get(), timeout if timeout is not None else self.network.limits.read_timeout)
+        if self.transcript is not None and record_bytes != 0:
+            kept = data if record_bytes is None else data[:record_bytes]
+            self.transcript.record("received", self._endpoint(port), kept)
+        return data, port
+
+
 @dataclass
 class Network:
     """Scope-checked, rate-limited access to the network, shared by discovery and probes."""
@@ -344,6 +420,26 @@ class Network:
                 transcript.record("received", endpoint, reply)
         return replies
 
+    @contextlib.asynccontextmanager
+    async def udp_session(self, host: str, port: int, *, transcript: Transcript | None = None,
+                          max_datagrams: int = 4096) -> AsyncIterator[UdpSession]:
+        """A :class:`UdpSession` with ``host``: replies accepted from any of its ports (TFTP
+        answers from a new transfer id), never from another host. Holds one per-host slot."""
+        self.check_scope(host, port)
+        release = await self._acquire(host)
+        session = UdpSession(self, host, port, transcript, max_datagrams)
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+        transport = None
+        try:
+            # Unconnected on purpose (replies come from new ports); the kernel picks our port.
+            transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+                lambda: session, family=family)
+            yield session
+        finally:
+            if transport is not None:
+                transport.close()
+            release()
+
     async def run_blocking(self, function: Callable[..., T], *args: Any) -> T:
         """Run a blocking library call in the bounded thread pool."""
         if self._executor is None:
@@ -355,6 +451,18 @@ class Network:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+
+
+def _comparable_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address in comparable form (zone id dropped, IPv4-mapped IPv6 folded); None if not
+    an address."""
+    try:
+        address = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 def host_for_url(host: str) -> str:

@@ -135,3 +135,27 @@ async def test_udp_snmp_and_coap_identification(run_scan: ScanRunner) -> None:
         services[5683].details["resources"]
     assert 1900 not in services  # nothing answered SSDP
 
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="binding UDP port 69 needs root")
+async def test_tftp_is_identified_although_it_answers_from_a_new_port() -> None:
+    import socket
+
+    answered_from: list[int] = []
+
+    class Tftp(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            if data[:2] == b"\x00\x01":  # RRQ: answer from a fresh transfer id, as servers do
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as reply:
+                    reply.bind((HOST, 0))
+                    answered_from.append(reply.getsockname()[1])
+                    reply.sendto(b"\x00\x05\x00\x01File not found\x00", addr)
+
+    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        Tftp, local_addr=(HOST, 69))
+    try:
+        [service] = await fingerprint.identify_all_udp(_network(HOST), HOST, [69])
+    finally:
+        transport.close()
+    assert service.protocol == "tftp" and service.banner == "File not found"
+    assert answered_from and answered_from[0] != 69

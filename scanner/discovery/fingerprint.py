@@ -8,6 +8,7 @@ TLS handshake and repeat inside it. Fragile ports (raw printing) are never sent 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import ssl
 from datetime import UTC
 
@@ -16,7 +17,7 @@ from cryptography.hazmat.primitives import hashes
 
 from scanner.models import Certificate, Service
 from scanner.net import Connection, Network, ScopeViolation, host_for_url, insecure_tls_context
-from scanner.protocols import mqtt, telnet
+from scanner.protocols import mqtt, telnet, tftp
 from scanner.protocols.ssh import parse_banner
 from scanner.protocols.textproto import (
     USER_AGENT,
@@ -43,7 +44,7 @@ PORT_HINTS = {
     1883: "mqtt", 2222: "ssh", 2323: "telnet", 5555: "adb", 7547: "http", 8000: "http",
     8080: "http", 8081: "http", 8443: "http", 8554: "rtsp", 8883: "mqtt", 49152: "http",
 }
-UDP_IDENTIFIERS = (161, 5683)  # UDP ports we have a protocol-correct request for
+UDP_IDENTIFIERS = (69, 161, 5683)  # UDP ports we have a protocol-correct request for
 BANNER_WAIT = 1.5  # services that speak first do so at once; nmap's NULL probe waits longer
 CLIENT_FIRST_WAIT = 0.5  # ports whose usual protocol waits for the client (HTTP, RTSP, MQTT)
 
@@ -235,6 +236,8 @@ async def identify_udp(network: Network, host: str, port: int) -> Service | None
         descr = next(iter(values.values()), "")
         return Service(port=port, transport="udp", protocol="snmp", banner=descr[:255],
                        sources=["snmp"], details={"community": "public", "version": "v2c"})
+    if port == 69:
+        return await _identify_tftp(network, host, port)
     if port == 5683:
         replies = await network.udp_exchange(host, port, coap_get_well_known_core())
         parsed = parse_coap(replies[0]) if replies else None
@@ -243,6 +246,26 @@ async def identify_udp(network: Network, host: str, port: int) -> Service | None
         return Service(port=port, transport="udp", protocol="coap", sources=["coap"],
                        details={"code": parsed["code"], "resources": parsed["payload"][:512]})
     return None
+
+
+async def _identify_tftp(network: Network, host: str, port: int) -> Service | None:
+    """A read request for a name no server has: TFTP answers ERROR (or, rarely, DATA), from a
+    new port, so this needs a session that hears the host on any port."""
+    async with network.udp_session(host, port) as session:
+        session.send(tftp.read_request(f"iotb-{secrets.token_hex(4)}"))
+        try:
+            data, reply_port = await session.recv(timeout=min(network.limits.read_timeout, 2.0))
+        except (TimeoutError, ConnectionError):
+            return None
+        if not tftp.looks_like_tftp(data):
+            return None
+        packet = tftp.parse_packet(data)
+        if packet is not None and packet.opcode == tftp.OP_DATA:
+            session.send(tftp.error_packet(0, "identification only"), port=reply_port)
+        message = packet.payload.decode("utf-8", "replace") if packet and \
+            packet.opcode == tftp.OP_ERROR else ""
+        return Service(port=port, transport="udp", protocol="tftp", banner=message[:255],
+                       sources=["tftp"])
 
 
 async def identify_all_udp(network: Network, host: str, ports: list[int]) -> list[Service]:
