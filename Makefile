@@ -3,8 +3,10 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# Debian packages the integration tests drive: nmap (python-nmap path), iproute2 (namespaces).
-TEST_DEBS := nmap iproute2
+# Debian packages the integration tests drive: nmap (python-nmap path), iproute2 (namespaces),
+# and the real daemons the credential probes are tested against (tests/daemons/).
+TEST_DEBS := nmap iproute2 dropbear-bin busybox-static lighttpd vsftpd mosquitto snmpd snmp \
+             openssh-server openssl
 
 .PHONY: demo test install test-install system-deps
 
@@ -20,10 +22,14 @@ demo: install
 
 system-deps:
 	@missing=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -z "$$missing" ]; then echo "system packages present:$(TEST_DEBS:%= %)"; \
+	if [ -z "$$missing" ]; then echo "system packages present"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo "installing:$$missing"; apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  echo "installing:$$missing"; \
+	  made=""; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && made=1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends $$missing >/dev/null; rc=$$?; \
+	  [ -z "$$made" ] || rm -f /usr/sbin/policy-rc.d; [ $$rc = 0 ] || exit $$rc; \
 	else echo "not root: cannot install$$missing; tests needing them will be skipped"; fi
 
 test-install: $(BIN)/python

@@ -20,8 +20,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from probes.api import Facts, Observation, Probe, ProbeContext, Target
-from scanner.models import Confidence, Severity
+from probes.api import Facts, Observation, Probe, ProbeContext, ProbeMetadata, Target
+from scanner.models import Confidence, Intrusiveness, Severity
 from scanner.net import REDACTED
 
 
@@ -170,3 +170,72 @@ def evaluate_attempts(target: Target, facts: Facts) -> list[Observation]:
                "negative_control": str(control.get("outcome", "not run")),
                "attempts": str(len(facts.get("attempts", []))),
                "budget": str(facts.get("budget", ""))})]
+
+
+def brute_force_metadata(check_id: str, service: str, protocols: tuple[str, ...]
+                         ) -> ProbeMetadata:
+    """The metadata every brute-force protection probe shares, worded for its service."""
+    return ProbeMetadata(
+        check_id=check_id,
+        title=f"{service} slows down or locks out repeated failed logins",
+        description=f"Without a lockout, delay or back-off after failed logins, {service} "
+                    "lets an attacker guess passwords at network speed (ETSI EN 303 645 "
+                    "provision 5.1-5).",
+        severity=Severity.MEDIUM,
+        intrusiveness=Intrusiveness.INTRUSIVE,
+        protocols=protocols,
+        remediation="Add an increasing delay or a temporary lockout after a few failed logins, "
+                    "and log the failures.",
+        references=("https://www.etsi.org/deliver/etsi_en/303600_303699/303645/02.01.01_60/"
+                    "en_303645v020101p.pdf",
+                    "https://owasp.org/www-community/controls/Blocking_Brute_Force_Attacks"),
+        categories=("brute-force",),
+    )
+
+
+class BruteForceProtection(Probe):
+    """Intrusive profile only: N wrong passwords for one likely account, each timed.
+
+    A refusal to talk (lockout) or answers that slow down markedly (back-off) pass; steady,
+    fast failures to the end fail, with the timing table as evidence."""
+
+    login: ClassVar[type[CredentialProbe]]
+
+    async def collect(self, ctx: ProbeContext) -> Facts:
+        login = self.login()
+        candidates = ctx.credentials(login.credential_protocol)
+        username = candidates[0].username if candidates else "admin"
+        attempts: list[dict[str, Any]] = []
+        for number in range(ctx.settings.authentication.brute_force_attempts):
+            _, password = random_credentials()
+            ctx.secret(password)
+            started = time.monotonic()
+            result = await _try(login, ctx, username, password, first=not attempts)
+            attempts.append({"attempt": number + 1, "outcome": result.outcome.value,
+                             "seconds": round(time.monotonic() - started, 3)})
+            if result.outcome is not Outcome.FAILURE:
+                break
+        return {"username": username, "attempts": attempts,
+                "planned": ctx.settings.authentication.brute_force_attempts}
+
+    def evaluate(self, target: Target, facts: Facts) -> list[Observation]:
+        attempts = facts.get("attempts") or []
+        outcomes = {a["outcome"] for a in attempts}
+        if len(attempts) < 3 or outcomes != {Outcome.FAILURE.value}:
+            return []  # locked out, or accepted a random password (another check's finding)
+        times = [float(a["seconds"]) for a in attempts]
+        third = max(1, len(times) // 3)
+        early, late = statistics.median(times[:third]), statistics.median(times[-third:])
+        if late > 1.0 and late >= 2 * early:
+            return []  # back-off observed
+        table = "; ".join(f"#{a['attempt']} {a['seconds']:.2f}s" for a in attempts)
+        return [Observation(
+            summary=f"{len(attempts)} wrong passwords for '{facts.get('username')}' on port "
+                    f"{target.port} were all refused at a steady pace (median {early:.2f} s "
+                    f"early, {late:.2f} s late): no lockout, delay or back-off.",
+            key="no-brute-force-protection",
+            facts={"kind": "no-brute-force-protection", "timing": table,
+                   "username": str(facts.get("username"))})]
+
+    def summarize(self, facts: Facts) -> dict[str, str]:
+        return {"attempts": f"{len(facts.get('attempts', []))} of {facts.get('planned', '?')}"}

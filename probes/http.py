@@ -8,7 +8,13 @@ import re
 from aiohttp import DigestAuthMiddleware
 
 from probes.api import Facts, Observation, Probe, ProbeContext, ProbeMetadata, Target
-from probes.authflow import Attempt, CredentialProbe, Outcome
+from probes.authflow import (
+    Attempt,
+    BruteForceProtection,
+    CredentialProbe,
+    Outcome,
+    brute_force_metadata,
+)
 from scanner.models import Confidence, Intrusiveness, Severity
 from scanner.protocols.textproto import html_title
 
@@ -100,3 +106,12 @@ class HttpUnauthenticatedAdmin(Probe):
             confidence=Confidence.FIRM, key="unauthenticated-access",
             facts={"kind": "unauthenticated-access", "markers": ", ".join(markers),
                    "url": str(facts.get("url", ""))})]
+
+
+class HttpBruteForceProtection(BruteForceProtection):
+    login = HttpDefaultCredentials
+    metadata = brute_force_metadata("http-brute-force-protection", "The web interface",
+                                    ("http",))
+
+    def applies_to(self, target: Target) -> bool:
+        return self.login().applies_to(target)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import secrets
 
 from probes.api import Facts, Observation, Probe, ProbeContext, ProbeMetadata, Target
-from probes.authflow import Attempt, CredentialProbe, Outcome
+from probes.authflow import (
+    Attempt,
+    BruteForceProtection,
+    CredentialProbe,
+    Outcome,
+    brute_force_metadata,
+)
 from scanner.models import Confidence, Intrusiveness, Severity
 from scanner.net import Connection
 from scanner.protocols import telnet
@@ -133,3 +139,8 @@ class TelnetDefaultCredentials(CredentialProbe):
                     else "shell prompt after login"
                 return Attempt(Outcome.SUCCESS, proof)
             return Attempt(Outcome.FAILURE, f"refused ({prompt or 'closed'})")
+
+
+class TelnetBruteForceProtection(BruteForceProtection):
+    login = TelnetDefaultCredentials
+    metadata = brute_force_metadata("telnet-brute-force-protection", "Telnet", ("telnet",))

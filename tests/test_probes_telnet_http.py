@@ -237,3 +237,48 @@ async def test_unauthenticated_admin_page(page: bytes, expected: int) -> None:
     finally:
         await runner.cleanup()
     assert len(observations) == expected
+
+
+async def test_brute_force_protection_missing_on_the_lab_camera() -> None:
+    from probes.telnet import TelnetBruteForceProtection
+
+    camera = default_devices("127.97.8")[0]
+    async with Lab([camera]):
+        facts, observations, transcript = await run_probe(
+            TelnetBruteForceProtection(), camera.address, 2323, settings(brute_force_attempts=5))
+    [observation] = observations
+    assert observation.key == "no-brute-force-protection"
+    assert len(facts["attempts"]) == 5 and observation.facts["timing"].count("#") == 5
+    sent = " ".join(e.data for e in transcript.exchanges if e.direction == "sent")
+    assert "«redacted»" in sent
+
+
+@pytest.mark.parametrize("behaviour", ["lockout", "backoff"])
+async def test_brute_force_protection_present(behaviour: str) -> None:
+    from probes.telnet import TelnetBruteForceProtection
+
+    failures = 0
+
+    async def guarded(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal failures
+        if behaviour == "lockout" and failures >= 3:
+            writer.close()
+            return
+        writer.write(b"login: ")
+        await reader.readline()
+        writer.write(b"Password: ")
+        await reader.readline()
+        failures += 1
+        if behaviour == "backoff":
+            await asyncio.sleep(min(0.1 * 2 ** failures, 4.0))  # doubling delays
+        writer.write(b"\r\nLogin incorrect\r\n")
+        writer.close()
+
+    address = "127.97.9.1" if behaviour == "lockout" else "127.97.9.2"
+    server = await asyncio.start_server(guarded, address, 2323)
+    try:
+        facts, observations, _ = await run_probe(
+            TelnetBruteForceProtection(), address, 2323, settings(brute_force_attempts=6))
+    finally:
+        server.close()
+    assert observations == [], facts

@@ -8,14 +8,14 @@ bind-mounted over ``/etc/passwd``, ``/etc/shadow``, ``/etc/group``, ``/etc/nsswi
 
     name              address:port        transport  accepts
     dropbear          127.95.0.1:22       tcp        password admin/admin (shell /bin/sh)
-    telnetd-login     127.95.0.2:23       tcp        login admin/admin (busybox telnetd + /bin/login)
+    telnetd-login     127.95.0.2:23       tcp        login admin/admin (busybox telnetd, login)
     telnetd-shell     127.95.0.12:23      tcp        anyone: a root /bin/sh, no login at all
     lighttpd-basic    127.95.0.3:80       tcp        HTTP Basic admin/admin, realm "IPCamera"
     lighttpd-digest   127.95.0.13:80      tcp        HTTP Digest (MD5) admin/12345, realm "IPCamera"
     vsftpd            127.95.0.4:21       tcp        anonymous (list/read only), ftpuser/ftppass
     mosquitto-anon    127.95.0.5:1883     tcp        anonymous MQTT clients
     mosquitto-auth    127.95.0.15:1883    tcp        iot/iot only (anonymous gets CONNACK 5)
-    snmpd             127.95.0.6:161      udp        v1/v2c community public (ro), private (rw)
+    snmpd             127.95.0.6:161      udp        v1/v2c public (ro), private (rw) from 127/8
     openssh-keyonly   127.95.0.7:22       tcp        public key only (Daemon.extra["client_key"])
 
 Every address is in 127.95.0.0/24 and no port is 2024 (both are asserted). One daemon of a
@@ -44,7 +44,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -120,6 +120,7 @@ class _Spec:
     transport: str
     needs: tuple[tuple[str, str], ...]  # (binary, Debian package)
     prepare: Callable[[_Work], _Launch]
+    check: Callable[[], str | None] = lambda: None  # a further reason it cannot run
 
 
 @dataclass(frozen=True)
@@ -394,15 +395,27 @@ def _openssh(w: _Work) -> _Launch:
                           "auth_methods": "publickey"})
 
 
+@functools.cache
+def _busybox_telnetd() -> str | None:
+    """Debian's dynamic `busybox` package has no telnetd applet; `busybox-static` has."""
+    try:
+        applets = _run(["busybox", "--list"]).split()
+    except DaemonError as exc:
+        return str(exc)
+    if "telnetd" not in applets:
+        return "this busybox has no telnetd applet (install Debian package busybox-static)"
+    return None
+
+
 SPECS: Mapping[str, _Spec] = MappingProxyType({
     "dropbear": _Spec("127.95.0.1", 22, "tcp",
                       (("dropbear", "dropbear-bin"), ("dropbearkey", "dropbear-bin")),
                       _dropbear),
     "telnetd-login": _Spec("127.95.0.2", 23, "tcp",
                            (("busybox", "busybox-static"), ("login", "login")),
-                           _telnetd_login),
+                           _telnetd_login, _busybox_telnetd),
     "telnetd-shell": _Spec("127.95.0.12", 23, "tcp", (("busybox", "busybox-static"),),
-                           _telnetd_shell),
+                           _telnetd_shell, _busybox_telnetd),
     "lighttpd-basic": _Spec("127.95.0.3", 80, "tcp", (("lighttpd", "lighttpd"),),
                             lambda w: _lighttpd(w, "basic")),
     "lighttpd-digest": _Spec("127.95.0.13", 80, "tcp", (("lighttpd", "lighttpd"),),
@@ -458,7 +471,7 @@ def available(name: str) -> str | None:
         bins = ", ".join(b for b, _ in missing)
         pkgs = " ".join(sorted({p for _, p in missing}))
         return f"{bins} not installed (Debian package {pkgs}; see `make system-deps`)"
-    return _namespace_problem()
+    return spec.check() or _namespace_problem()
 
 
 # The namespace's first process binds each "src dst" pair, then execs the daemon.
@@ -573,6 +586,10 @@ def _stop(proc: subprocess.Popen[bytes], namespace: str | None, own_ns: str | No
         ns = _mount_ns(proc.pid)
         if ns and ns != own_ns:
             namespace = ns
+    # Snapshot the namespace first: a process that is exiting has already left its namespace
+    # (no /proc/PID/ns/mnt), so it is waited for by pid.
+    members = set(_members(namespace)) if namespace and namespace != own_ns else set()
+    if proc.poll() is None:
         for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
                 os.killpg(proc.pid, sig)  # the group still has its leader: the pgid is ours
@@ -589,15 +606,13 @@ def _stop(proc: subprocess.Popen[bytes], namespace: str | None, own_ns: str | No
         raise DaemonError(f"pid {proc.pid} survived SIGKILL") from exc
     if not namespace or namespace == own_ns:
         return
-    killed: set[str] = set()
+    killed = members
     left: list[str] = []
     for _ in range(100):  # bounded: 100 sweeps, 50 ms apart
-        left = [pid for pid in _pids() if _mount_ns(pid) == namespace]
+        left = _members(namespace)
         for pid in left:
-            try:
+            with suppress(ProcessLookupError):
                 os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         killed.update(left)
         left += [pid for pid in killed - set(left) if not _dead(pid)]
         if not left:
@@ -615,6 +630,7 @@ def _dead(pid: str) -> bool:
     return stat.rsplit(")", 1)[-1].split()[:1] in (["Z"], ["X"])
 
 
-def _pids() -> list[str]:
+def _members(namespace: str) -> list[str]:
     me = str(os.getpid())
-    return [p for p in os.listdir("/proc") if p.isdigit() and p != me]
+    return [p for p in os.listdir("/proc")
+            if p.isdigit() and p != me and _mount_ns(p) == namespace]
