@@ -13,6 +13,7 @@ are registered the same way.
 from __future__ import annotations
 
 import re
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -119,11 +120,17 @@ class ProbeContext:
     """What a probe may touch: its target, the gated network, its transcript and settings."""
 
     def __init__(self, target: Target, network: Network, transcript: Transcript,
-                 settings: ProbeSettings | None = None) -> None:
+                 settings: ProbeSettings | None = None, deadline: float | None = None) -> None:
         self.target = target
         self.network = network
         self.transcript = transcript
         self.settings = settings or ProbeSettings()
+        self.deadline = deadline if deadline is not None else \
+            time.monotonic() + network.limits.probe_budget
+
+    def time_left(self) -> float:
+        """Seconds before the engine stops this probe: long loops stop early and keep facts."""
+        return self.deadline - time.monotonic()
 
     async def connect(self, port: int | None = None, *, tls: bool = False,
                       timeout: float | None = None) -> Connection:

@@ -29,6 +29,7 @@ class Outcome(enum.StrEnum):
     SUCCESS = "success"  # logged in: a shell, a 200, a CONNACK 0 …
     FAILURE = "failure"  # a clear refusal of these credentials
     BLOCKED = "blocked"  # the service stopped talking to us: a lockout sign
+    NOT_OFFERED = "not-offered"  # no password login exists here (keys only): nothing to try
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,10 @@ class CredentialProbe(Probe):
     async def attempt(self, ctx: ProbeContext, username: str, password: str) -> Attempt:
         """One login attempt; raise ConnectionError/TimeoutError when the service won't talk."""
 
+    def skip(self, username: str, password: str) -> bool:
+        """Candidates another check owns (FTP's anonymous account): never tried here."""
+        return False
+
     async def collect(self, ctx: ProbeContext) -> Facts:
         return await run_attempts(self, ctx)
 
@@ -65,8 +70,8 @@ class CredentialProbe(Probe):
     def summarize(self, facts: Facts) -> dict[str, str]:
         summary = {"attempts": f"{len(facts.get('attempts', []))} of budget "
                                f"{facts.get('budget', '?')}"}
-        if facts.get("lockout"):
-            summary["stopped"] = str(facts["lockout"])
+        if facts.get("lockout") or facts.get("stopped"):
+            summary["stopped"] = str(facts.get("lockout") or facts.get("stopped"))
         return summary
 
 
@@ -90,7 +95,8 @@ async def _try(probe: CredentialProbe, ctx: ProbeContext, username: str, passwor
 
 async def run_attempts(probe: CredentialProbe, ctx: ProbeContext) -> Facts:
     budget = ctx.settings.authentication
-    candidates = ctx.credentials(probe.credential_protocol)
+    candidates = [c for c in ctx.credentials(probe.credential_protocol)
+                  if not probe.skip(c.username, c.password)]
     per_account: Counter[str] = Counter()
     attempts: list[dict[str, Any]] = []
     durations: list[float] = []
@@ -100,6 +106,11 @@ async def run_attempts(probe: CredentialProbe, ctx: ProbeContext) -> Facts:
                               f"{budget.max_per_service} per service"}
     for credential in candidates:
         if len(attempts) >= budget.max_per_service:
+            break
+        slowest = max(durations, default=0.0)
+        if ctx.time_left() < 2 * slowest + budget.spacing + 1.0:
+            facts["lockout"] = None
+            facts["stopped"] = "time budget nearly used: stopped early to keep the results"
             break
         if probe.per_account_limit and per_account[credential.username] >= budget.max_per_account:
             continue
@@ -120,6 +131,9 @@ async def run_attempts(probe: CredentialProbe, ctx: ProbeContext) -> Facts:
                 "username": credential.username, "password": _shown(ctx, credential.password),
                 "vendor": credential.vendor, "product": credential.product,
                 "source": credential.source, "detail": result.detail}
+            break
+        if result.outcome is Outcome.NOT_OFFERED:
+            facts["password_login"] = "not offered"
             break
         if result.outcome is Outcome.BLOCKED:
             facts["lockout"] = f"service stopped answering after {len(attempts) - 1} " \
