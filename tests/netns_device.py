@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import socket
 import sys
@@ -187,10 +188,8 @@ async def main(address: str, lifetime: float) -> int:
         except TimeoutError:
             log("lifetime over; exiting")
     finally:
-        try:
+        with contextlib.suppress(TimeoutError, OSError):  # exiting anyway
             await asyncio.wait_for(zc.async_unregister_all_services(), 5)
-        except (TimeoutError, OSError):
-            pass
         await zc.async_close()
         transport.close()
         web.close()

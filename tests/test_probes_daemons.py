@@ -14,9 +14,9 @@ import pytest
 from probes.api import Facts, Observation, Probe, ProbeContext, ProbeSettings, Target
 from probes.ftp import FtpAnonymous, FtpDefaultCredentials
 from probes.http import HttpDefaultCredentials
-from probes.ssh import SshBruteForceProtection, SshDefaultCredentials, SshNoneAuth
 from probes.mqtt import MqttAnonymous, MqttDefaultCredentials
 from probes.snmp import SnmpDefaultCommunity
+from probes.ssh import SshBruteForceProtection, SshDefaultCredentials, SshNoneAuth
 from probes.telnet import TelnetDefaultCredentials, TelnetUnauthenticatedShell
 from profiles import Authentication
 from profiles.credentials import CredentialEntry, CredentialStore
@@ -136,7 +136,7 @@ async def test_snmpd_default_communities(snmpd: Daemon) -> None:
 
 
 async def test_dropbear_password_default_credential(dropbear: Daemon) -> None:
-    facts, observations, _ = await run(SshDefaultCredentials(), dropbear)
+    _, observations, _ = await run(SshDefaultCredentials(), dropbear)
     observation = only(observations, "default-credential")
     assert observation.facts["username"] == "admin"
     assert observation.facts["negative_control"] == "failure"
@@ -154,7 +154,7 @@ async def test_openssh_key_only_is_the_negative_control(openssh_keyonly: Daemon)
 
 
 async def test_vsftpd_anonymous_and_local_account(vsftpd: Daemon) -> None:
-    facts, observations, _ = await run(FtpAnonymous(), vsftpd)
+    _, observations, _ = await run(FtpAnonymous(), vsftpd)
     only(observations, "anonymous-ftp")
     credentials, found, _ = await run(FtpDefaultCredentials(), vsftpd)
     only(found, "default-credential")
