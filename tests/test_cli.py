@@ -76,7 +76,7 @@ async def test_scan_exit_codes_and_streams(tmp_path: Path) -> None:
     try:
         env = {**os.environ, "IOTBASELINE_EXCLUDE_PORTS": "2024"}
         base = [sys.executable, "-m", "scanner", "scan", "127.91.1.1", "--ports", "2323",
-                "--timeout", "1.5"]
+                "--timeout", "1.5", "--profile", "quick"]  # no credential attempts: fast
         async def run(*extra: str) -> tuple[int, str, str]:
             process = await asyncio.create_subprocess_exec(
                 *base, *extra, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,

@@ -137,10 +137,10 @@ async def test_per_host_concurrency_is_never_exceeded(run_scan: ScanRunner) -> N
             active -= 1
             writer.close()
 
-    ports = list(range(40100, 40112))
+    ports = list(range(40100, 40106))
     servers = [await asyncio.start_server(hold, "127.90.4.1", port) for port in ports]
     try:
-        await run_scan("127.90.4.1", tcp=ports,
+        await run_scan("127.90.4.1", tcp=ports, probes=[],
                        profile=fast_profile(timing={"per_host": 2, "rate": 50.0}))
     finally:
         for server in servers:
