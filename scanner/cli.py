@@ -22,16 +22,21 @@ from typing import NoReturn
 from probes.registry import load_probes
 from profiles import load_profile
 from profiles.yamldata import DataFileError
+from reports.answers import checklist, load_answers
+from reports.compliance import load_frameworks
+from reports.renderers import RENDERERS, write_reports
+from reports.verdicts import assess
 from scanner import __version__
 from scanner.engine import PlanError, ScanEngine, ScanPlan
 from scanner.models import ScanResult, Severity
 from scanner.progress import ScanProgress
-from scanner.storage import JOURNAL_NAME, REPORT_NAME, ResultStore
+from scanner.storage import JOURNAL_NAME, REPORT_NAME, ResultStore, load_report
 from scanner.targets import Scope, TargetError, build_scope, parse_ports
 from scanner.textsafe import terminal_safe
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_SCAN_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-FORMATS = ("json",)
+FORMATS = tuple(RENDERERS)
+DEFAULT_FORMATS = ",".join(name for name in ("json", "html") if name in RENDERERS)
 DEFAULT_PROFILE = "safe"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # both stop the scan and keep a partial report
 
@@ -92,8 +97,7 @@ def _add_scan_options(parser: argparse.ArgumentParser, with_checks: bool) -> Non
                         help="ports instead of the profile's: 22,80,8000-8100,U:161")
     parser.add_argument("--out", type=Path, metavar="DIR",
                         help="report folder (default: a new timestamped folder here)")
-    parser.add_argument("--format", default="json", metavar="FMT[,FMT]",
-                        help=f"report formats; JSON is always written ({', '.join(FORMATS)})")
+    _add_format_option(parser)
     parser.add_argument("--concurrency", type=_positive_int, metavar="N",
                         help="connections in flight across the scan")
     parser.add_argument("--per-host", type=_positive_int, metavar="N",
@@ -114,6 +118,12 @@ def _add_scan_options(parser: argparse.ArgumentParser, with_checks: bool) -> Non
                             help="do not redact discovered passwords in reports")
 
 
+def _add_format_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", default=DEFAULT_FORMATS, metavar="FMT[,FMT]",
+                        help=f"report formats, JSON always included ({', '.join(FORMATS)}; "
+                             f"default {DEFAULT_FORMATS})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="iotbaseline", description="Network-based baseline audit of IoT "
                      "devices, mapped to ISO/IEC 27402:2023. Scan only networks you are "
@@ -126,6 +136,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scan_options(discover, with_checks=False)
     demo = commands.add_parser("demo", help="start a simulated IoT lab on 127.77.0.x, scan it")
     demo.add_argument("--out", type=Path, metavar="DIR", help="report folder")
+    report = commands.add_parser("report", help="re-render a saved scan, merging assessor "
+                                 "answers into the clause verdicts")
+    report.add_argument("scan", type=Path, metavar="SCAN.json")
+    _add_format_option(report)
+    report.add_argument("--answers", type=Path, metavar="FILE",
+                        help="assessor answers (YAML, from `iotbaseline checklist`)")
+    report.add_argument("--out", type=Path, metavar="DIR",
+                        help="folder for the reports (default: the scan's folder)")
+    checklist_parser = commands.add_parser(
+        "checklist", help="write the assessor answers template for a saved scan (stdout)")
+    checklist_parser.add_argument("scan", type=Path, metavar="SCAN.json")
+    checklist_parser.add_argument("--framework", default="iso-iec-27402-2023")
     commands.add_parser("plugins", help="list the probes that are installed")
     commands.add_parser("version", help="print the version")
     return parser
@@ -166,9 +188,11 @@ def _plan(args: argparse.Namespace, with_checks: bool) -> ScanPlan:
                     error.reason)
     overrides = {"concurrency": args.concurrency, "per_host": args.per_host, "rate": args.rate,
                  "connect_timeout": args.timeout, "read_timeout": args.timeout}
-    return ScanPlan.build(scope, profile, probes, ports=ports, overrides=overrides,
+    plan = ScanPlan.build(scope, profile, probes, ports=ports, overrides=overrides,
                           show_secrets=getattr(args, "show_secrets", False),
                           command_line=["iotbaseline", *sys.argv[1:]])
+    plan.formats = _formats(args.format)
+    return plan
 
 
 async def _run_engine(plan: ScanPlan, out_dir: Path) -> ScanResult:
@@ -232,7 +256,6 @@ def _cmd_scan(args: argparse.Namespace, with_checks: bool) -> int:
         fail_on = Severity.parse(args.fail_on) if with_checks else None
     except ValueError as exc:
         raise UsageError(f"--fail-on: {exc}") from None
-    _formats(args.format)
     plan = _plan(args, with_checks)
     out_dir = _out_dir(args.out)
     log.info("scanning %d address(es) with profile %s; report in %s", plan.scope.size,
@@ -267,6 +290,38 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return _exit_code(result, None)
 
 
+def _load_scan(path: Path) -> ScanResult:
+    try:
+        return load_report(path)
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # pydantic's ValidationError and JSON errors are ValueErrors
+        first = str(exc).splitlines()[0][:200]
+        raise UsageError(f"{path} is not an iotbaseline scan report: {first}") from None
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    formats = _formats(args.format)
+    result = _load_scan(args.scan)
+    answers = load_answers(args.answers) if args.answers else {}
+    result = assess(result.model_copy(update={"verdicts": [], "device_verdicts": []}),
+                    answers)
+    out_dir = args.out or args.scan.parent
+    out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for path in write_reports(result, out_dir, formats):
+        sys.stderr.write(f"wrote {path}\n")
+    return EXIT_OK
+
+
+def _cmd_checklist(args: argparse.Namespace) -> int:
+    frameworks = {f.id: f for f in load_frameworks()}
+    if args.framework not in frameworks:
+        raise UsageError(f"unknown framework {args.framework!r} "
+                         f"(known: {', '.join(sorted(frameworks))})")
+    sys.stdout.write(checklist(_load_scan(args.scan), frameworks[args.framework]))
+    return EXIT_OK
+
+
 def _cmd_plugins() -> int:
     probes, errors = load_probes()
     for loaded in sorted(probes, key=lambda lp: lp.probe.metadata.check_id):
@@ -294,6 +349,10 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "plugins":
             return _cmd_plugins()
+        if args.command == "report":
+            return _cmd_report(args)
+        if args.command == "checklist":
+            return _cmd_checklist(args)
         if args.command == "demo":
             return _cmd_demo(args)
         return _cmd_scan(args, with_checks=args.command == "scan")

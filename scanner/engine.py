@@ -27,6 +27,8 @@ from probes.registry import LoadedProbe
 from profiles import ScanProfile, Timing
 from profiles.credentials import CredentialStore
 from reports.compliance import clauses_by_check
+from reports.renderers import write_reports
+from reports.verdicts import AnswerKey, assess
 from scanner import __version__
 from scanner.discovery import fingerprint, lan
 from scanner.discovery.nmap_scan import nmap_services
@@ -35,6 +37,7 @@ from scanner.models import (
     CheckStatus,
     Device,
     Finding,
+    ManualAnswer,
     ProbeError,
     ScanMeta,
     ScanResult,
@@ -85,6 +88,8 @@ class ScanPlan:
     show_secrets: bool = False
     command_line: list[str] = field(default_factory=list)
     credentials: CredentialStore = field(default_factory=lambda: CredentialStore(()))
+    formats: list[str] = field(default_factory=lambda: ["json"])
+    answers: dict[AnswerKey, ManualAnswer] = field(default_factory=dict)
 
     @classmethod
     def build(cls, scope: Scope, profile: ScanProfile, probes: Iterable[LoadedProbe], *,
@@ -202,7 +207,9 @@ class ScanEngine:
         self.meta = self.meta.model_copy(update={
             "finished_at": utc_now(), "complete": complete, "stop_reason": stop,
             "interrupted_reason": reason})
-        return self.store.finish(self.meta)
+        result = assess(self.store.finish(self.meta), self.plan.answers)
+        write_reports(result, self.store.out_dir, self.plan.formats)
+        return result
 
     def stop(self) -> None:
         """Stop scanning (Ctrl-C); ``run`` then writes the partial report."""

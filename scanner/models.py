@@ -218,6 +218,44 @@ class ScanMeta(Model):
     probes: dict[str, str] = Field(default_factory=dict)  # check id -> source "package version"
 
 
+class Verdict(enum.StrEnum):
+    PASS = "PASS"  # the applicable checks ran and found no counterexample (not proof of safety)
+    FAIL = "FAIL"  # at least one reproducible finding, or the assessor answered fail
+    INCONCLUSIVE = "INCONCLUSIVE"  # checks errored, or part of the clause is still unanswered
+    NOT_APPLICABLE = "NOT_APPLICABLE"  # precondition absent, with the reason
+    MANUAL = "MANUAL"  # not observable by a scan and not yet answered from the checklist
+
+
+class ManualAnswer(Model):
+    """An assessor's answer to a clause's questions for one device model (or one device)."""
+
+    verdict: Verdict
+    justification: str = Field(min_length=1, max_length=4000)
+    evidence: list[str] = Field(default_factory=list)  # document references, URLs, file names
+    assessor: str = ""
+    source: str = ""  # the answers file and line it came from
+
+
+class ClauseVerdict(Model):
+    framework: str
+    clause: str
+    title: str
+    device: str
+    verdict: Verdict
+    reason: str  # one or two sentences saying why, worded for the report
+    automated: Verdict | None = None  # what the checks alone say (None: no check maps here)
+    coverage: str = ""  # "full" or "partial" when checks map here
+    checks: list[str] = Field(default_factory=list)  # check ids that ran on this device
+    findings: list[str] = Field(default_factory=list)  # finding ids behind a FAIL
+    answer: ManualAnswer | None = None
+
+
+class DeviceVerdict(Model):
+    framework: str
+    device: str
+    verdict: Verdict
+
+
 class ScanResult(Model):
     """The one immutable document renderers take."""
 
@@ -229,3 +267,5 @@ class ScanResult(Model):
     findings: list[Finding]
     check_runs: list[CheckRun]
     errors: list[ProbeError]
+    verdicts: list[ClauseVerdict] = Field(default_factory=list)
+    device_verdicts: list[DeviceVerdict] = Field(default_factory=list)

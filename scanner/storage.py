@@ -62,14 +62,13 @@ class ResultStore:
         self._append("error", error.model_dump(mode="json"))
 
     def finish(self, meta: ScanMeta) -> ScanResult:
+        """The scan as found, before any verdict: assessing and rendering come after."""
         devices = sorted(self.devices.values(), key=lambda d: _address_key(d.address))
         result = ScanResult(meta=meta, devices=devices,
                             findings=sorted(self.findings, key=lambda f: (
                                 -f.severity.rank, _address_key(f.device), f.port or 0,
                                 f.check_id)),
                             check_runs=self.check_runs, errors=self.errors)
-        write_private(self.out_dir / REPORT_NAME,
-                      result.model_dump_json(indent=2, exclude_none=False))
         self._append("end", {"complete": meta.complete})
         self._journal.close()
         return result

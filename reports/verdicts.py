@@ -1,0 +1,140 @@
+"""Findings, check runs and assessor answers into a verdict per device × clause.
+
+This is the only place that evaluates; renderers read the verdicts it stores in the result.
+Rules (also in README and each report's methodology section):
+
+- automated part, from the checks a framework maps to the clause: FAIL if any of them found
+  something on the device; else INCONCLUSIVE if any errored or was cut short; else PASS if any
+  ran ("no counterexample found" — a black-box PASS is not proof); else NOT_APPLICABLE (no
+  service they test was found).
+- manual part, for clauses with assessor questions: the answer's verdict, or unanswered.
+- the clause: FAIL if either part fails; else INCONCLUSIVE if the automated part is inconclusive,
+  or it passed while questions remain unanswered; MANUAL if only unanswered questions remain;
+  else the answer or the automated result (NOT_APPLICABLE only when every part is).
+- a device: any FAIL → FAIL; else any INCONCLUSIVE or MANUAL → INCONCLUSIVE; else PASS.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+
+from reports.compliance import Framework, Requirement, load_frameworks
+from scanner.models import (
+    CheckStatus,
+    ClauseVerdict,
+    Device,
+    DeviceVerdict,
+    ManualAnswer,
+    ScanResult,
+    Verdict,
+)
+
+AnswerKey = tuple[str, str, str]  # (framework id, clause id, device address or model)
+
+ORDER = [Verdict.FAIL, Verdict.INCONCLUSIVE, Verdict.MANUAL, Verdict.PASS,
+         Verdict.NOT_APPLICABLE]
+
+
+def _automated(requirement: Requirement, device: str, result: ScanResult,
+               runs_by_device: Mapping[str, list[tuple[str, CheckStatus]]]
+               ) -> tuple[Verdict | None, str, list[str], list[str]]:
+    mapped = {check.id for check in requirement.checks}
+    if not mapped:
+        return None, "", [], []
+    findings = [f for f in result.findings if f.device == device and f.check_id in mapped]
+    runs = [(check, status) for check, status in runs_by_device.get(device, [])
+            if check in mapped]
+    ran = sorted({check for check, _ in runs})
+    if findings:
+        checks = sorted({f.check_id for f in findings})
+        return (Verdict.FAIL, f"{len(findings)} finding(s) from {', '.join(checks)}.", ran,
+                [f.id for f in findings])
+    errored = sorted({check for check, status in runs if status is CheckStatus.ERROR})
+    if errored:
+        return (Verdict.INCONCLUSIVE, f"check(s) {', '.join(errored)} could not complete "
+                "(error, timeout or cut short); see the probe errors.", ran, [])
+    if ran:
+        return (Verdict.PASS, f"No counterexample found by {len(ran)} check(s) "
+                f"({', '.join(ran)}); a black-box scan cannot prove the clause is met.", ran, [])
+    return (Verdict.NOT_APPLICABLE, "None of the mapped checks applied: the device exposes no "
+            "service they test.", [], [])
+
+
+def _combine(requirement: Requirement, automated: Verdict | None, automated_reason: str,
+             answer: ManualAnswer | None) -> tuple[Verdict, str]:
+    asks = bool(requirement.questions)
+    if automated is Verdict.FAIL or (answer is not None and answer.verdict is Verdict.FAIL):
+        reason = automated_reason if automated is Verdict.FAIL else \
+            f"Assessor: {answer.justification if answer else ''}"
+        return Verdict.FAIL, reason
+    if automated is Verdict.INCONCLUSIVE:
+        return Verdict.INCONCLUSIVE, automated_reason
+    if asks and answer is None:
+        if automated is None:
+            return Verdict.MANUAL, "Not observable from the network: answer the assessor " \
+                                   "questions in the checklist."
+        if automated is Verdict.PASS:
+            return Verdict.INCONCLUSIVE, f"{automated_reason} The assessor questions for this " \
+                                         "clause are unanswered."
+        return Verdict.MANUAL, f"{automated_reason} The assessor questions are unanswered."
+    parts = [v for v in (automated, answer.verdict if answer else None) if v is not None]
+    if not parts:
+        return Verdict.MANUAL, "No check maps to this clause and it has no questions."
+    verdict = min(parts, key=ORDER.index)
+    if verdict is Verdict.NOT_APPLICABLE and any(p is not Verdict.NOT_APPLICABLE for p in parts):
+        verdict = next(p for p in parts if p is not Verdict.NOT_APPLICABLE)
+    reasons = [r for r in (automated_reason,
+                           f"Assessor: {answer.justification}" if answer else "") if r]
+    return verdict, " ".join(reasons)
+
+
+def find_answer(answers: Mapping[AnswerKey, ManualAnswer], framework: str, clause: str,
+                device: Device) -> ManualAnswer | None:
+    """A device's own answer wins over its model's."""
+    for key in (device.address, device.model or ""):
+        if key and (framework, clause, key) in answers:
+            return answers[(framework, clause, key)]
+    return None
+
+
+def assess(result: ScanResult, answers: Mapping[AnswerKey, ManualAnswer] | None = None,
+           frameworks: Iterable[Framework] | None = None) -> ScanResult:
+    """The result with a verdict for every framework clause on every device."""
+    runs_by_device: dict[str, list[tuple[str, CheckStatus]]] = defaultdict(list)
+    for run in result.check_runs:
+        runs_by_device[run.device].append((run.check_id, run.status))
+    verdicts: list[ClauseVerdict] = []
+    for framework in frameworks if frameworks is not None else load_frameworks():
+        for device in result.devices:
+            for requirement in framework.clauses:
+                automated, why, ran, finding_ids = _automated(requirement, device.address,
+                                                              result, runs_by_device)
+                answer = find_answer(answers or {}, framework.id, requirement.id, device)
+                verdict, reason = _combine(requirement, automated, why, answer)
+                coverage = "full" if any(c.coverage == "full" for c in requirement.checks) \
+                    else ("partial" if requirement.checks else "")
+                verdicts.append(ClauseVerdict(
+                    framework=framework.id, clause=requirement.id, title=requirement.title,
+                    device=device.address, verdict=verdict, reason=reason[:2000],
+                    automated=automated, coverage=coverage, checks=ran,
+                    findings=finding_ids, answer=answer))
+    rollups = [DeviceVerdict(framework=framework_id, device=device,
+                             verdict=device_rollup(v for v in verdicts
+                                                   if v.framework == framework_id
+                                                   and v.device == device))
+               for framework_id in dict.fromkeys(v.framework for v in verdicts)
+               for device in dict.fromkeys(v.device for v in verdicts)]
+    return result.model_copy(update={"verdicts": verdicts, "device_verdicts": rollups})
+
+
+def device_rollup(verdicts: Iterable[ClauseVerdict]) -> Verdict:
+    """Any FAIL → FAIL; else any INCONCLUSIVE or MANUAL → INCONCLUSIVE; else PASS (or N/A)."""
+    seen = {v.verdict for v in verdicts}
+    if Verdict.FAIL in seen:
+        return Verdict.FAIL
+    if seen & {Verdict.INCONCLUSIVE, Verdict.MANUAL}:
+        return Verdict.INCONCLUSIVE
+    if Verdict.PASS in seen:
+        return Verdict.PASS
+    return Verdict.NOT_APPLICABLE
