@@ -87,8 +87,9 @@ class Transcript:
         raw = data.encode("utf-8", "replace") if isinstance(data, str) else data
         truncated = len(raw) > self.MAX_BYTES_PER_ENTRY
         text = escape_bytes(raw[: self.MAX_BYTES_PER_ENTRY])
-        for secret in self._secrets:
+        for secret in self._secrets:  # the endpoint too: a GET login carries it in the URL
             text = text.replace(escape_bytes(secret), REDACTED)
+            endpoint = endpoint.replace(escape_bytes(secret), REDACTED)
         self.exchanges.append(Exchange(at=utc_now(), direction=direction, endpoint=endpoint,
                                        data=text, truncated=truncated))
 
