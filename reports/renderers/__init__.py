@@ -3,19 +3,12 @@ nothing (verdicts are already in the result). A format is a module here plus a l
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
+from reports.renderers import csv_report, junit, markdown, sarif
+from reports.renderers.base import Renderer
 from scanner.models import ScanResult
 from scanner.storage import write_private
-
-
-@dataclass(frozen=True)
-class Renderer:
-    name: str
-    filename: str
-    render: Callable[[ScanResult], str]
 
 
 def _json(result: ScanResult) -> str:
@@ -24,6 +17,8 @@ def _json(result: ScanResult) -> str:
 
 RENDERERS: dict[str, Renderer] = {
     "json": Renderer("json", "report.json", _json),
+    **{r.name: r for r in (markdown.RENDERER, csv_report.RENDERER, junit.RENDERER,
+                           sarif.RENDERER)},
 }
 
 
