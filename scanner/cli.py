@@ -238,7 +238,9 @@ def print_summary(result: ScanResult, out_dir: Path) -> None:
               f"{finding.check_id}: {terminal_safe(finding.summary, 160)}\n")
     for note in result.meta.discovery_notes:
         write(f"  note: {terminal_safe(note, 200)}\n")
-    write(f"Report: {out_dir / REPORT_NAME}\n")
+    for renderer in RENDERERS.values():
+        if (out_dir / renderer.filename).exists():
+            write(f"Report: {out_dir / renderer.filename}\n")
 
 
 def _exit_code(result: ScanResult, fail_on: Severity | None) -> int:
@@ -282,6 +284,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 scope, load_profile(DEFAULT_PROFILE), load_probes()[0],
                 ports={"tcp": lab.tcp_ports, "udp": lab.udp_ports},
                 command_line=["iotbaseline", "demo"])
+            plan.formats = _formats(DEFAULT_FORMATS)
             out_dir = _out_dir(args.out)
             return await _run_engine(plan, out_dir), out_dir
 

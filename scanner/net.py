@@ -77,8 +77,11 @@ class Transcript:
 
     def add_secret(self, secret: str | bytes) -> None:
         value = secret.encode() if isinstance(secret, str) else secret
-        if value and not self._show_secrets:
+        if value and not self._show_secrets and value not in self._secrets:
             self._secrets.append(value)
+            # Longest first: a short secret ("YWRtaW46", admin:"") must not cut into a longer
+            # one ("YWRtaW46MTIzNDU=") and leave the rest of it readable.
+            self._secrets.sort(key=len, reverse=True)
 
     def record(self, direction: str, endpoint: str, data: bytes | str) -> None:
         if len(self.exchanges) >= self.MAX_ENTRIES:

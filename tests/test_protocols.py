@@ -133,3 +133,11 @@ def test_parsers_never_raise_on_garbage(data: bytes) -> None:
     parse_banner(data.decode("latin-1"))
     with contextlib.suppress(DescriptionError):
         parse_description(data)
+
+
+def test_a_short_secret_cannot_expose_part_of_a_longer_one() -> None:
+    transcript = Transcript()
+    transcript.add_secret("YWRtaW46")  # base64 of "admin:" (an empty password tried first)
+    transcript.add_secret("YWRtaW46MTIzNDU=")  # base64 of "admin:12345"
+    transcript.record("sent", "rtsp://x", b"Authorization: Basic YWRtaW46MTIzNDU=")
+    assert transcript.exchanges[0].data == "Authorization: Basic «redacted»"
