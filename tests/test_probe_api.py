@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import types
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 
 import pytest
 
@@ -136,3 +137,9 @@ def test_telnet_applies_only_to_telnet() -> None:
     http = Target(Device(address="127.0.0.9"), Service(port=80, transport="tcp",
                                                         protocol="http"))
     assert not probe.applies_to(http)
+
+
+def test_readme_lists_every_check() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for loaded in load_probes()[0]:
+        assert f"`{loaded.probe.metadata.check_id}`" in readme, loaded.probe.metadata.check_id
