@@ -243,7 +243,9 @@ class _SshSession:
         if isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError):
             return TimeoutError(f"{what}: the server did not answer in time")
         if isinstance(exc, paramiko.IncompatiblePeer):
-            return ConnectionError(f"{what}: {exc} (an SSH-1 only server?)")
+            hint = "an SSH-1 only server?" if self.banner.startswith("SSH-1.") \
+                else "no algorithm in common"
+            return ConnectionError(f"{what}: {exc} ({hint})")
         if isinstance(exc, OSError):
             return exc
         text = (str(exc) or type(exc).__name__).replace("protocol banner[", "protocol banner: [")

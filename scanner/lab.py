@@ -2,8 +2,9 @@
 
 Each device is a set of in-process asyncio servers on its own 127.x.y.z address, on ports >= 1024
 so the lab runs without root. The behaviours are deliberately small but byte-accurate where a
-scanner looks (banners, option negotiation, SSH KEXINIT framing, MQTT packets, SSDP headers), so
-the scanner can be exercised end to end without touching a real network.
+scanner looks (banners, option negotiation, MQTT packets, SSDP headers), so the scanner can be
+exercised end to end without touching a real network. The SSH devices are real SSH servers
+(paramiko's server side: accepted in asyncio, then one paramiko thread per connection).
 
 Every read is bounded in bytes and time, and an exception in a handler closes that connection
 only: the lab must survive the scanner's probes, including malformed ones.
@@ -16,13 +17,17 @@ import base64
 import binascii
 import contextlib
 import datetime
+import io
 import ipaddress
 import json
-import os
+import logging
 import re
+import socket
 import ssl
 import struct
 import tempfile
+import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -31,18 +36,19 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Self, cast
 
+import paramiko
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
 __all__ = ["Lab", "LabDevice", "LabService", "default_devices"]
 
 IDLE_TIMEOUT = 30.0  # longest wait for a client's next line or packet
-SSH_TIMEOUT = 10.0  # the SSH stub only talks until KEXINIT, so it never waits longer than this
+SSH_TIMEOUT = 10.0  # longest wait for an SSH client's identification line, then its key exchange
 HANDSHAKE_TIMEOUT = 5.0
 STOP_TIMEOUT = 2.0
-MAX_HEAD = 16 * 1024  # StreamReader limit: bounds request heads and SSH version lines
+MAX_HEAD = 16 * 1024  # StreamReader limit: bounds request heads and RTSP/HTTP lines
 MAX_BODY = 4096
 MAX_REQUESTS = 50  # per connection, for the protocols that keep a connection open
 MQTT_MAX_PACKET = 64 * 1024
@@ -100,15 +106,6 @@ async def _send(writer: asyncio.StreamWriter, data: bytes) -> None:
     """Write with a bounded drain, so a client that stops reading cannot pin the handler."""
     writer.write(data)
     await asyncio.wait_for(writer.drain(), IDLE_TIMEOUT)
-
-
-async def _discard_input(reader: asyncio.StreamReader, seconds: float) -> None:
-    """Read and drop input until EOF, the deadline, or MAX_HEAD bytes, whichever comes first."""
-    received = 0
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            while received < MAX_HEAD and (chunk := await reader.read(4096)):
-                received += len(chunk)
 
 
 def _authorized(headers: Mapping[str, str], credentials: tuple[str, str]) -> bool:
@@ -338,77 +335,193 @@ async def _serve_rtsp(
 
 # --- SSH ------------------------------------------------------------------------------------
 
-SSH_MSG_KEXINIT = 20
+SSH_SESSION_TIMEOUT = 60.0  # whole SSH connection, first byte to last authentication attempt
+SSH_MAX_BYTES = 256 * 1024  # a handshake plus a few authentication attempts is a few KiB
+SSH_MAX_SESSIONS = 32  # live SSH connections per lab; more are closed at once (sshd MaxStartups)
+SSH_ACCEPT_RETRY = 0.1  # pause after a failed accept() (out of file descriptors, say)
+LAB_SSH_LOG_CHANNEL = "iotbaseline.lab.ssh"
+LAB_THREAD_PREFIX = "iotbaseline-lab-ssh"
+
+# paramiko logs every client that goes away mid-handshake at ERROR with a traceback; a scanner's
+# probes do exactly that, so the lab's server transports log to a channel that stays quiet.
+_lab_ssh_log = logging.getLogger(LAB_SSH_LOG_CHANNEL)
+_lab_ssh_log.propagate = False
+_lab_ssh_log.addHandler(logging.NullHandler())
 
 
 @dataclass(frozen=True)
 class _SshProfile:
+    """What one simulated SSH server offers; names are paramiko's (it must implement them)."""
+
     version: str
     kex: tuple[str, ...]
     host_keys: tuple[str, ...]
     ciphers: tuple[str, ...]
     macs: tuple[str, ...]
-    compression: tuple[str, ...] = ("none",)
+    host_key: Callable[[], paramiko.PKey]  # generated when the lab starts
+    password: tuple[str, str] | None  # the one accepted login; None: public keys only
+    strict_kex: bool  # advertise kex-strict-s-v00@openssh.com (the Terrapin countermeasure)
 
 
-def _ssh_packet(payload: bytes, block: int = 8) -> bytes:
-    """RFC 4253 section 6 binary packet before NEWKEYS: no MAC, padding of at least 4 bytes."""
-    padding = block - (5 + len(payload)) % block
-    if padding < 4:
-        padding += block
-    return struct.pack("!IB", 1 + len(payload) + padding, padding) + payload + os.urandom(padding)
-
-
-def _kexinit(profile: _SshProfile) -> bytes:
-    """SSH_MSG_KEXINIT payload (RFC 4253 section 7.1), the same lists in both directions."""
-    lists = (
-        profile.kex,
-        profile.host_keys,
-        profile.ciphers,
-        profile.ciphers,
-        profile.macs,
-        profile.macs,
-        profile.compression,
-        profile.compression,
-        (),
-        (),
+def _ed25519_key() -> paramiko.PKey:
+    pem = ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
     )
-    name_lists = b"".join(
-        struct.pack("!I", len(names := ",".join(entry).encode())) + names for entry in lists
-    )
-    # first_kex_packet_follows = false, reserved uint32 = 0
-    return bytes((SSH_MSG_KEXINIT,)) + os.urandom(16) + name_lists + b"\x00" + bytes(4)
+    return paramiko.Ed25519Key(file_obj=io.StringIO(pem.decode()))
 
 
-async def _serve_ssh(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, profile: _SshProfile
-) -> None:
-    """Version exchange and KEXINIT only: all an algorithm audit needs, with no crypto to get
-    wrong. The connection ends before key exchange."""
-    await _send(writer, profile.version.encode() + b"\r\n")
-    client_version = await asyncio.wait_for(reader.readline(), SSH_TIMEOUT)
-    if not client_version.startswith(b"SSH-"):
-        return
-    await _send(writer, _ssh_packet(_kexinit(profile)))
-    await _discard_input(reader, SSH_TIMEOUT)
+def _rsa_1024_key() -> paramiko.PKey:
+    return paramiko.RSAKey.generate(1024)  # weak on purpose: a simulated 2017 router
 
 
+# paramiko 5 no longer implements SHA-1 key exchange, ssh-rsa (SHA-1) signatures or DSA, so the
+# router offers the weakest algorithms it still has; its cipher and MAC lists are the real
+# Dropbear 2017 ones that paramiko's client can still negotiate (aes128-ctr, hmac-sha1).
 DROPBEAR_2017 = _SshProfile(
     version="SSH-2.0-dropbear_2017.75",
-    kex=("diffie-hellman-group1-sha1", "diffie-hellman-group14-sha1"),
-    host_keys=("ssh-rsa", "ssh-dss"),
+    kex=("diffie-hellman-group14-sha256",),
+    host_keys=("rsa-sha2-256", "rsa-sha2-512"),
     ciphers=("aes128-cbc", "3des-cbc", "aes128-ctr"),
     macs=("hmac-md5", "hmac-sha1"),
+    host_key=_rsa_1024_key,
+    password=("admin", "admin"),
+    strict_kex=False,  # Dropbear 2017 predates the Terrapin countermeasure
 )
 OPENSSH_9_6 = _SshProfile(
     version="SSH-2.0-OpenSSH_9.6",
-    # kex-strict-s-v00 is OpenSSH's Terrapin (CVE-2023-48795) countermeasure marker; without it
-    # chacha20-poly1305 would rightly be reported as vulnerable on this "hardened" device.
-    kex=("curve25519-sha256", "kex-strict-s-v00@openssh.com"),
+    kex=("curve25519-sha256@libssh.org", "diffie-hellman-group16-sha512"),
     host_keys=("ssh-ed25519",),
-    ciphers=("chacha20-poly1305@openssh.com", "aes256-gcm@openssh.com"),
-    macs=("hmac-sha2-256-etm@openssh.com",),
+    ciphers=("aes256-gcm@openssh.com", "aes128-gcm@openssh.com"),
+    macs=("hmac-sha2-512-etm@openssh.com", "hmac-sha2-256-etm@openssh.com"),
+    host_key=_ed25519_key,
+    password=None,
+    strict_kex=True,
 )
+
+
+def _ssh_profile(device: LabDevice) -> _SshProfile:
+    match device.kind:
+        case "router":
+            return DROPBEAR_2017
+        case "thermostat":
+            return OPENSSH_9_6
+    raise ValueError(f"no lab SSH server for {device.kind}")
+
+
+class _BoundedSocket:
+    """The socket a lab SSH transport gets: reads end (EOF) at a byte cap, at a deadline or once
+    stop() shut it down, and writes fail then, so paramiko's thread always ends on its own.
+
+    paramiko reads the client's identification line with no length limit and loops on socket
+    timeouts while a client idles, so the bounds must sit under it. Only the methods paramiko's
+    Transport and Packetizer use exist."""
+
+    def __init__(self, sock: socket.socket, deadline: float, cap: int) -> None:
+        self._sock = sock
+        self._deadline = deadline
+        self._cap = cap
+        self._received = 0
+        self._closed = False  # paramiko's stop_thread() reads this attribute
+
+    def _over(self) -> bool:
+        return self._closed or self._received >= self._cap or time.monotonic() >= self._deadline
+
+    def settimeout(self, value: float | None) -> None:
+        self._sock.settimeout(value)
+
+    def recv(self, size: int) -> bytes:
+        if self._over():
+            return b""
+        data = self._sock.recv(max(1, min(size, self._cap - self._received)))
+        self._received += len(data)
+        return data
+
+    def send(self, data: bytes) -> int:
+        if self._over():
+            raise ConnectionAbortedError("lab SSH connection over")
+        return self._sock.send(data)
+
+    def shutdown(self) -> None:
+        """Wake a blocked read or write at once (safe from any thread)."""
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._closed = True
+        self._sock.close()
+
+
+_AUTH_SUCCESSFUL: int = paramiko.AUTH_SUCCESSFUL
+_AUTH_FAILED: int = paramiko.AUTH_FAILED
+_CHANNEL_PROHIBITED: int = paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+
+
+class _SshServer(paramiko.ServerInterface):  # type: ignore[misc]
+    """Authentication policy; no channel opens for anyone, so a login can do nothing."""
+
+    def __init__(self, password: tuple[str, str] | None) -> None:
+        self._password = password
+
+    def get_allowed_auths(self, username: str) -> str:
+        return "publickey" if self._password is None else "password"
+
+    def check_auth_password(self, username: str, password: str) -> int:
+        if self._password is not None and (username, password) == self._password:
+            return _AUTH_SUCCESSFUL
+        return _AUTH_FAILED
+
+    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+        return _AUTH_FAILED  # no authorized keys
+
+    def check_channel_request(self, kind: str, chanid: int) -> int:
+        return _CHANNEL_PROHIBITED
+
+
+@dataclass(eq=False)
+class _SshSession:
+    """One accepted SSH connection, served by paramiko's own (daemon) thread."""
+
+    sock: _BoundedSocket
+    transport: paramiko.Transport
+
+    def stop(self) -> None:
+        """Non-blocking: the shut-down socket ends paramiko's thread at its next read or write
+        (it never blocks longer than paramiko's 0.1 s socket timeout)."""
+        self.sock.shutdown()
+        with contextlib.suppress(Exception):
+            self.transport.close()
+
+
+def _start_ssh_session(
+    conn: socket.socket, profile: _SshProfile, host_key: paramiko.PKey, name: str
+) -> _SshSession:
+    """Hand an accepted connection to a paramiko server Transport; returns without blocking."""
+    conn.setblocking(True)  # paramiko sets its own short timeout
+    sock = _BoundedSocket(conn, time.monotonic() + SSH_SESSION_TIMEOUT, SSH_MAX_BYTES)
+    transport = paramiko.Transport(sock)
+    session = _SshSession(sock, transport)
+    try:
+        transport.name = name
+        transport.set_log_channel(LAB_SSH_LOG_CHANNEL)
+        transport.local_version = profile.version
+        transport.advertise_strict_kex = profile.strict_kex
+        transport.banner_timeout = SSH_TIMEOUT
+        transport.handshake_timeout = SSH_TIMEOUT
+        options = transport.get_security_options()
+        options.kex = profile.kex
+        options.key_types = profile.host_keys
+        options.ciphers = profile.ciphers
+        options.digests = profile.macs
+        transport.add_server_key(host_key)
+        # With an event, start_server() starts the thread and returns at once.
+        transport.start_server(event=threading.Event(), server=_SshServer(profile.password))
+    except BaseException:
+        sock.close()  # no thread was started
+        raise
+    return session
 
 
 # --- MQTT -----------------------------------------------------------------------------------
@@ -689,8 +802,6 @@ def _behaviour(device: LabDevice, service: LabService) -> Handler:
                 realm="IPCamera",
                 credentials=("admin", "12345"),
             )
-        case "router", "ssh":
-            return partial(_serve_ssh, profile=DROPBEAR_2017)
         case "router", "http" if service.port == _upnp_port(device):
             description = _Reply(200, _root_description(), 'text/xml; charset="utf-8"')
             return partial(_serve_http, server=MINIUPNPD, app=_site({"/rootDesc.xml": description}))
@@ -705,8 +816,6 @@ def _behaviour(device: LabDevice, service: LabService) -> Handler:
                 "/api/info": _Reply(200, HUB_INFO, "application/json"),
             }
             return partial(_serve_http, server="lighttpd/1.4.45", app=_site(routes))
-        case "thermostat", "ssh":
-            return partial(_serve_ssh, profile=OPENSSH_9_6)
         case "thermostat", "https":
             return partial(
                 _serve_tls,
@@ -731,6 +840,9 @@ class Lab:
         self._servers: list[asyncio.Server] = []
         self._datagrams: list[asyncio.DatagramTransport] = []
         self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        self._ssh_listeners: list[socket.socket] = []
+        self._ssh_accepters: list[asyncio.Task[None]] = []
+        self._ssh_sessions: set[_SshSession] = set()
         self._accepting = False
 
     @property
@@ -751,7 +863,7 @@ class Lab:
         )
 
     async def start(self) -> None:
-        if self._servers or self._datagrams:
+        if self._servers or self._datagrams or self._ssh_listeners:
             raise RuntimeError("lab already started")
         self._accepting = True
         loop = asyncio.get_running_loop()
@@ -772,6 +884,9 @@ class Lab:
                         continue
                     if service.transport != "tcp":
                         raise ValueError(f"unsupported lab service {service}")
+                    if service.protocol == "ssh":
+                        self._listen_ssh(device, service)
+                        continue
                     server = await asyncio.start_server(
                         self._tracked(device.address, service.port, _behaviour(device, service)),
                         device.address,
@@ -809,8 +924,69 @@ class Lab:
 
         return on_connect
 
+    def _listen_ssh(self, device: LabDevice, service: LabService) -> None:
+        """A listening socket whose connections an asyncio task accepts and hands to paramiko."""
+        profile = _ssh_profile(device)
+        version = ipaddress.ip_address(device.address).version
+        listener = socket.socket(socket.AF_INET6 if version == 6 else socket.AF_INET)
+        self._ssh_listeners.append(listener)  # stop() closes it, even if bind() fails
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((device.address, service.port))
+        listener.listen(100)
+        listener.setblocking(False)
+        accepter = self._accept_ssh(
+            listener, (device.address, service.port), profile, profile.host_key()
+        )
+        self._ssh_accepters.append(asyncio.create_task(accepter))
+
+    async def _accept_ssh(
+        self,
+        listener: socket.socket,
+        key: tuple[str, int],
+        profile: _SshProfile,
+        host_key: paramiko.PKey,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        name = f"{LAB_THREAD_PREFIX} {key[0]}:{key[1]}"
+        while self._accepting:
+            try:
+                conn, _ = await loop.sock_accept(listener)
+            except OSError:  # as asyncio's own servers do
+                await asyncio.sleep(SSH_ACCEPT_RETRY)
+                continue
+            self.connection_counts[key] = self.connection_counts.get(key, 0) + 1
+            self._ssh_sessions = {s for s in self._ssh_sessions if s.transport.is_alive()}
+            if not self._accepting or len(self._ssh_sessions) >= SSH_MAX_SESSIONS:
+                conn.close()
+                continue
+            try:
+                self._ssh_sessions.add(_start_ssh_session(conn, profile, host_key, name))
+            except Exception:  # costs this connection only (it is closed already)
+                continue
+
+    async def _stop_ssh(self) -> None:
+        """Stop accepting, then end every paramiko thread: each sees its socket shut down at
+        once, and the wait for them is bounded (they are daemon threads anyway)."""
+        for task in self._ssh_accepters:
+            task.cancel()
+        if self._ssh_accepters:
+            await asyncio.wait(self._ssh_accepters, timeout=STOP_TIMEOUT)
+        for listener in self._ssh_listeners:
+            listener.close()
+        sessions = list(self._ssh_sessions)
+        for session in sessions:
+            session.stop()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_TIMEOUT
+        while any(s.transport.is_alive() for s in sessions) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        self._ssh_accepters.clear()
+        self._ssh_listeners.clear()
+        self._ssh_sessions.clear()
+
     async def stop(self) -> None:
         self._accepting = False
+        await self._stop_ssh()
         for server in self._servers:
             server.close()
         for transport in self._datagrams:

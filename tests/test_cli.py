@@ -153,6 +153,8 @@ def test_demo_scans_the_lab(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     checks = {(f["device"], f["check_id"]) for f in document["findings"]}
     assert ("127.77.0.11", "telnet-exposed") in checks
     assert ("127.77.0.11", "telnet-default-credentials") in checks  # admin/admin on the camera
+    assert ("127.77.0.12", "ssh-default-credentials") in checks  # admin/admin on the router
+    assert document["errors"] == []  # every lab service speaks its protocol properly
     assert not any(device == "127.77.0.14" for device, _ in checks)  # the hardened device
     assert json.dumps(document)  # the whole report is plain JSON
 

@@ -8,20 +8,31 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import socket
 import ssl
 import struct
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit
 
+import paramiko
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from defusedxml import ElementTree
 
-from scanner.lab import Lab, LabDevice, LabService, default_devices
+from scanner import lab as lab_module
+from scanner.lab import (
+    LAB_THREAD_PREFIX,
+    SSH_MAX_BYTES,
+    Lab,
+    LabDevice,
+    LabService,
+    default_devices,
+)
 from tests import fakes
 
 PREFIX = "127.78.0"
@@ -210,12 +221,29 @@ async def ssh_kexinit(host: str) -> tuple[bytes, list[list[str]]]:
     return version, lists
 
 
+@contextlib.contextmanager
+def ssh_client(host: str) -> Iterator[paramiko.Transport]:
+    """A paramiko client after key exchange, closed and joined on exit. Blocking: run the whole
+    exchange in a thread, as the lab accepts on the event loop."""
+    transport = paramiko.Transport(socket.create_connection((host, 2222), timeout=2))
+    try:
+        transport.start_client(timeout=5)
+        yield transport
+    finally:
+        transport.close()
+        transport.join(2)
+
+
+def lab_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(LAB_THREAD_PREFIX)]
+
+
 async def test_router_ssh_weak_kexinit(lab: Lab) -> None:
     version, lists = await ssh_kexinit(ROUTER)
     assert version == b"SSH-2.0-dropbear_2017.75\r\n"
     kex, host_keys, ciphers, _, macs, _, compression, *_ = lists
-    assert kex == ["diffie-hellman-group1-sha1", "diffie-hellman-group14-sha1"]
-    assert host_keys == ["ssh-rsa", "ssh-dss"]
+    assert kex == ["diffie-hellman-group14-sha256"]  # no kex-strict: predates Terrapin
+    assert host_keys == ["rsa-sha2-256", "rsa-sha2-512"]
     assert ciphers == ["aes128-cbc", "3des-cbc", "aes128-ctr"]
     assert macs == ["hmac-md5", "hmac-sha1"]
     assert compression == ["none"]
@@ -225,10 +253,128 @@ async def test_router_ssh_weak_kexinit(lab: Lab) -> None:
 async def test_hardened_ssh_strong_kexinit(lab: Lab) -> None:
     version, lists = await ssh_kexinit(HARDENED)
     assert version == b"SSH-2.0-OpenSSH_9.6\r\n"
-    assert "curve25519-sha256" in lists[0]
+    assert lists[0] == [
+        "curve25519-sha256@libssh.org",
+        "diffie-hellman-group16-sha512",
+        "kex-strict-s-v00@openssh.com",
+    ]
     assert lists[1] == ["ssh-ed25519"]
-    assert lists[2] == ["chacha20-poly1305@openssh.com", "aes256-gcm@openssh.com"]
-    assert lists[4] == ["hmac-sha2-256-etm@openssh.com"]
+    assert lists[2] == ["aes256-gcm@openssh.com", "aes128-gcm@openssh.com"]
+    assert lists[4] == ["hmac-sha2-512-etm@openssh.com", "hmac-sha2-256-etm@openssh.com"]
+
+
+def router_logins() -> dict[str, object]:
+    seen: dict[str, object] = {}
+    with ssh_client(ROUTER) as client:
+        key = client.get_remote_server_key()
+        seen["banner"], seen["host_key"] = client.remote_version, (key.get_name(), key.get_bits())
+        with pytest.raises(paramiko.BadAuthenticationType) as refused:
+            client.auth_none("admin")
+        seen["methods"] = refused.value.allowed_types
+        assert client.auth_password("admin", "admin") == []
+        seen["authenticated"] = client.is_authenticated()
+        # Even a successful login gets no session.
+        with pytest.raises(paramiko.ChannelException, match="prohibited"):
+            client.open_session(timeout=2)
+    with ssh_client(ROUTER) as client:
+        with pytest.raises(paramiko.AuthenticationException) as wrong:
+            client.auth_password("admin", "password")
+        assert not isinstance(wrong.value, paramiko.BadAuthenticationType)
+        seen["wrong_password_authenticated"] = client.is_authenticated()
+    return seen
+
+
+async def test_router_ssh_accepts_admin_admin_only(lab: Lab) -> None:
+    seen = await asyncio.wait_for(asyncio.to_thread(router_logins), 20)
+    assert seen == {
+        "banner": "SSH-2.0-dropbear_2017.75",
+        "host_key": ("ssh-rsa", 1024),
+        "methods": ["password"],
+        "authenticated": True,
+        "wrong_password_authenticated": False,
+    }
+    assert lab.connection_counts[(ROUTER, 2222)] == 2
+
+
+def hardened_logins() -> dict[str, object]:
+    seen: dict[str, object] = {}
+    with ssh_client(HARDENED) as client:
+        seen["banner"] = client.remote_version
+        seen["host_key"] = client.get_remote_server_key().get_name()
+        with pytest.raises(paramiko.BadAuthenticationType) as refused:
+            client.auth_none("admin")
+        seen["methods"] = refused.value.allowed_types
+        with pytest.raises(paramiko.BadAuthenticationType) as password:
+            client.auth_password("admin", "admin")
+        seen["password_methods"] = password.value.allowed_types
+        seen["authenticated"] = client.is_authenticated()
+    return seen
+
+
+async def test_hardened_ssh_offers_only_publickey(lab: Lab) -> None:
+    seen = await asyncio.wait_for(asyncio.to_thread(hardened_logins), 20)
+    assert seen == {
+        "banner": "SSH-2.0-OpenSSH_9.6",
+        "host_key": "ssh-ed25519",
+        "methods": ["publickey"],
+        "password_methods": ["publickey"],
+        "authenticated": False,
+    }
+
+
+async def test_ssh_connection_is_bounded_in_time_and_bytes(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A version line that never ends: the byte cap closes the connection.
+    reader, writer = await connect(ROUTER, 2222)
+    await until(reader, b"\r\n")
+    with contextlib.suppress(ConnectionError):
+        for _ in range(SSH_MAX_BYTES // 4096 + 2):
+            writer.write(b"A" * 4096)
+            await asyncio.wait_for(writer.drain(), 2)
+    assert await read_to_eof(reader) == b""
+    writer.close()
+    # A client that goes quiet after its version line: the session deadline closes it.
+    monkeypatch.setattr(lab_module, "SSH_SESSION_TIMEOUT", 0.5)
+    reader, writer = await connect(HARDENED, 2222)
+    await until(reader, b"\r\n")
+    writer.write(b"SSH-2.0-idle\r\n")
+    started = asyncio.get_running_loop().time()
+    data = await read_to_eof(reader)  # the server's KEXINIT, then EOF
+    assert data[5] == 20 and asyncio.get_running_loop().time() - started < 1.5
+    writer.close()
+
+
+async def test_stop_ends_every_ssh_thread_promptly(lab: Lab) -> None:
+    idle = [await connect(address, 2222) for address in (ROUTER, ROUTER, HARDENED)]
+    for reader, _ in idle:
+        await until(reader, b"\r\n")
+    logged_in = threading.Event()
+    leave = threading.Event()
+
+    def stay_logged_in() -> bool:
+        with ssh_client(ROUTER) as client:
+            client.auth_password("admin", "admin")
+            logged_in.set()
+            leave.wait(5)
+            return client.is_active()
+
+    client = asyncio.create_task(asyncio.to_thread(stay_logged_in))
+    try:
+        assert await asyncio.to_thread(logged_in.wait, 10)
+        assert len(lab_threads()) == 4
+        assert lab.connection_counts == {(ROUTER, 2222): 3, (HARDENED, 2222): 1}
+        await asyncio.wait_for(lab.stop(), 1)
+        assert lab_threads() == []
+        for reader, writer in idle:
+            assert await read_to_eof(reader) == b""
+            writer.close()
+        await asyncio.sleep(0.3)  # the client's own thread sees the EOF
+    finally:
+        leave.set()
+        assert await asyncio.wait_for(client, 5) is False  # the lab ended the session
+    with pytest.raises(OSError):
+        await connect(ROUTER, 2222)
 
 
 # --- router UPnP and web ----------------------------------------------------------------------
