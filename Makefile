@@ -36,6 +36,6 @@ test-install: $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 
 test: system-deps test-install
-	$(BIN)/ruff check scanner probes profiles reports tests tools benchmarks
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
