@@ -491,7 +491,12 @@ def running(name: str, tmp_path: Path) -> Iterator[Daemon]:
         raise DaemonUnavailable(f"{name}: {reason}")
     spec = SPECS[name]
     _check_safe(name, spec.address, spec.port)
-    if _listening(spec.address, spec.port, spec.transport):
+    # The same daemon from the previous test may still be exiting: give it a moment.
+    for _ in range(50):
+        if not _listening(spec.address, spec.port, spec.transport):
+            break
+        time.sleep(0.2)
+    else:
         raise DaemonError(f"{name}: {spec.address}:{spec.port}/{spec.transport} is already in "
                           "use (a daemon left by another run?)")
     workdir = _new_workdir(Path(tmp_path), name)
