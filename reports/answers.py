@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from profiles.yamldata import DataFileError, parse_yaml, read_text, validate
+from profiles.yamldata import DataFileError, line_of, parse_yaml, read_text, validate
 from reports.compliance import Framework, load_frameworks
 from reports.verdicts import AnswerKey
 from scanner.models import ManualAnswer, ScanResult, Verdict
@@ -58,18 +58,24 @@ def load_answers(path: Path) -> dict[AnswerKey, ManualAnswer]:
                            f"(known: {', '.join(sorted(frameworks))})")
     clause_ids = {c.id for c in framework.clauses}
     answers: dict[AnswerKey, ManualAnswer] = {}
+
+    def error(path: tuple[str | int, ...], message: str) -> AnswersError:
+        line = line_of(text, path)
+        field = ".".join(str(part) for part in path)
+        return AnswersError(f"{where}{f':{line}' if line else ''}: {field}: {message}")
+
     for index, subject in enumerate(document.subjects):
         key = subject.device or subject.model
         if not key or (subject.device and subject.model):
-            raise AnswersError(f"{where}: subjects.{index}: give exactly one of model or device")
+            raise error(("subjects", index), "give exactly one of model or device")
         for clause, answer in subject.answers.items():
-            location = f"{where}: subjects.{index}.answers.{clause}"
+            path: tuple[str | int, ...] = ("subjects", index, "answers", clause)
             if clause not in clause_ids:
-                raise AnswersError(f"{location}: no such clause in {framework.id}")
+                raise error(path, f"no such clause in {framework.id}")
             if answer.verdict == "UNANSWERED":
                 continue
             if not answer.justification.strip():
-                raise AnswersError(f"{location}.justification: a verdict needs a justification")
+                raise error((*path, "justification"), "a verdict needs a justification")
             answers[(framework.id, clause, key)] = ManualAnswer(
                 verdict=Verdict(answer.verdict), justification=answer.justification.strip(),
                 evidence=answer.evidence, assessor=document.assessor, source=where)
