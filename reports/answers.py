@@ -69,13 +69,13 @@ def load_answers(path: Path) -> dict[AnswerKey, ManualAnswer]:
         if not key or (subject.device and subject.model):
             raise error(("subjects", index), "give exactly one of model or device")
         for clause, answer in subject.answers.items():
-            path: tuple[str | int, ...] = ("subjects", index, "answers", clause)
+            field_path: tuple[str | int, ...] = ("subjects", index, "answers", clause)
             if clause not in clause_ids:
-                raise error(path, f"no such clause in {framework.id}")
+                raise error(field_path, f"no such clause in {framework.id}")
             if answer.verdict == "UNANSWERED":
                 continue
             if not answer.justification.strip():
-                raise error((*path, "justification"), "a verdict needs a justification")
+                raise error((*field_path, "justification"), "a verdict needs a justification")
             answers[(framework.id, clause, key)] = ManualAnswer(
                 verdict=Verdict(answer.verdict), justification=answer.justification.strip(),
                 evidence=answer.evidence, assessor=document.assessor, source=where)
