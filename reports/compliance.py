@@ -7,9 +7,13 @@ from __future__ import annotations
 
 from functools import cache
 from importlib.resources import files
+from importlib.resources.abc import Traversable
+from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+PRIMARY_FRAMEWORK = "iso-iec-27402-2023"  # the standard iotbaseline is built around: listed first
 
 
 class FrameworkError(ValueError):
@@ -29,6 +33,8 @@ class Requirement(BaseModel):
     intent: str
     checks: list[CheckRef] = Field(default_factory=list)
     questions: list[str] = Field(default_factory=list)
+    # crosswalk: framework id -> requirement ids there that cover the same ground
+    related: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class Framework(BaseModel):
@@ -40,10 +46,26 @@ class Framework(BaseModel):
 
 @cache
 def load_frameworks() -> tuple[Framework, ...]:
-    """Every framework file shipped in ``reports/frameworks``."""
+    """Every framework file shipped in ``reports/frameworks``, the primary one first."""
+    loaded = load_frameworks_from(files("reports").joinpath("frameworks"))
+    return tuple(sorted(loaded, key=lambda f: f.id != PRIMARY_FRAMEWORK))
+
+
+def select_frameworks(ids: list[str] | None) -> tuple[Framework, ...]:
+    """The frameworks to give verdicts for: the primary one unless the user names others."""
+    known = {f.id: f for f in load_frameworks()}
+    wanted = ids or [PRIMARY_FRAMEWORK]
+    unknown = [name for name in wanted if name not in known]
+    if unknown:
+        raise FrameworkError(f"unknown framework {unknown[0]!r} (known: "
+                             f"{', '.join(known)})")
+    return tuple(known[name] for name in dict.fromkeys(wanted))
+
+
+def load_frameworks_from(folder: Traversable | Path) -> tuple[Framework, ...]:
+    """Every ``*.yaml`` framework file in one folder, by file name: a new standard is a file."""
     loaded = []
-    for resource in sorted(files("reports").joinpath("frameworks").iterdir(),
-                           key=lambda r: r.name):
+    for resource in sorted(folder.iterdir(), key=lambda r: r.name):
         if not resource.name.endswith(".yaml"):
             continue
         try:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
-from reports.compliance import Framework, Requirement, load_frameworks
+from reports.compliance import Framework, Requirement, select_frameworks
 from scanner.models import (
     CheckStatus,
     ClauseVerdict,
@@ -100,12 +100,13 @@ def find_answer(answers: Mapping[AnswerKey, ManualAnswer], framework: str, claus
 
 def assess(result: ScanResult, answers: Mapping[AnswerKey, ManualAnswer] | None = None,
            frameworks: Iterable[Framework] | None = None) -> ScanResult:
-    """The result with a verdict for every framework clause on every device."""
+    """The result with a verdict for every clause of the chosen frameworks (the primary one
+    by default) on every device."""
     runs_by_device: dict[str, list[tuple[str, CheckStatus]]] = defaultdict(list)
     for run in result.check_runs:
         runs_by_device[run.device].append((run.check_id, run.status))
     verdicts: list[ClauseVerdict] = []
-    for framework in frameworks if frameworks is not None else load_frameworks():
+    for framework in frameworks if frameworks is not None else select_frameworks(None):
         for device in result.devices:
             for requirement in framework.clauses:
                 automated, why, ran, finding_ids = _automated(requirement, device.address,

@@ -13,9 +13,11 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import traceback
 from collections import Counter
 from datetime import datetime
+from importlib.resources import files
 from pathlib import Path
 from typing import NoReturn
 
@@ -23,7 +25,15 @@ from probes.registry import load_probes
 from profiles import load_profile
 from profiles.yamldata import DataFileError
 from reports.answers import checklist, load_answers
-from reports.compliance import load_frameworks
+from reports.capture import capture_scope
+from reports.compliance import (
+    PRIMARY_FRAMEWORK,
+    FrameworkError,
+    load_frameworks,
+    select_frameworks,
+)
+from reports.diff import diff_results, render_diff_json, render_diff_text
+from reports.evidence import EvidenceError, sha256_file, write_evidence
 from reports.renderers import RENDERERS, write_reports
 from reports.verdicts import assess
 from scanner import __version__
@@ -116,6 +126,26 @@ def _add_scan_options(parser: argparse.ArgumentParser, with_checks: bool) -> Non
                                  "(info, low, medium, high, critical; default high)")
         parser.add_argument("--show-secrets", action="store_true",
                             help="do not redact discovered passwords in reports")
+        _add_frameworks_option(parser)
+        parser.add_argument("--evidence", type=Path, metavar="DIR",
+                            help="write an evidence bundle to this new folder: a transcript "
+                                 "per finding, a packet capture of in-scope traffic (needs "
+                                 "root or CAP_NET_RAW) and a SHA-256 manifest")
+
+
+def _add_frameworks_option(parser: argparse.ArgumentParser) -> None:
+    names = ", ".join(f.id for f in load_frameworks())
+    parser.add_argument("--frameworks", default=PRIMARY_FRAMEWORK, metavar="ID[,ID]",
+                        help=f"standards to give clause verdicts for ({names}; default "
+                             f"{PRIMARY_FRAMEWORK})")
+
+
+def _framework_ids(text: str) -> list[str]:
+    ids = [item.strip() for item in text.split(",") if item.strip()]
+    try:
+        return [f.id for f in select_frameworks(ids)]
+    except FrameworkError as exc:
+        raise UsageError(f"--frameworks: {exc}") from None
 
 
 def _add_format_option(parser: argparse.ArgumentParser) -> None:
@@ -140,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "answers into the clause verdicts")
     report.add_argument("scan", type=Path, metavar="SCAN.json")
     _add_format_option(report)
+    _add_frameworks_option(report)
     report.add_argument("--answers", type=Path, metavar="FILE",
                         help="assessor answers (YAML, from `iotbaseline checklist`)")
     report.add_argument("--out", type=Path, metavar="DIR",
@@ -148,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
         "checklist", help="write the assessor answers template for a saved scan (stdout)")
     checklist_parser.add_argument("scan", type=Path, metavar="SCAN.json")
     checklist_parser.add_argument("--framework", default="iso-iec-27402-2023")
+    diff = commands.add_parser("diff", help="compare two saved scans: findings, devices and "
+                               "clause verdicts (stdout)")
+    diff.add_argument("old", type=Path, metavar="OLD.json")
+    diff.add_argument("new", type=Path, metavar="NEW.json")
+    diff.add_argument("--json", action="store_true", help="the diff as JSON instead of text")
     commands.add_parser("plugins", help="list the probes that are installed")
     commands.add_parser("version", help="print the version")
     return parser
@@ -192,6 +228,8 @@ def _plan(args: argparse.Namespace, with_checks: bool) -> ScanPlan:
                           show_secrets=getattr(args, "show_secrets", False),
                           command_line=["iotbaseline", *sys.argv[1:]])
     plan.formats = _formats(args.format)
+    if with_checks:
+        plan.frameworks = _framework_ids(args.frameworks)
     return plan
 
 
@@ -214,6 +252,35 @@ async def _run_engine(plan: ScanPlan, out_dir: Path) -> ScanResult:
         finally:
             for number in STOP_SIGNALS:
                 loop.remove_signal_handler(number)
+
+
+def _evidence_dir(requested: Path | None) -> Path | None:
+    if requested is not None and requested.exists() and (
+            not requested.is_dir() or any(requested.iterdir())):
+        raise UsageError(f"--evidence {requested} must be a new or empty folder")
+    return requested
+
+
+def _credential_files(plan: ScanPlan) -> list[Path]:
+    """The credential data a scan may have tried: the built-in lists and the profile's own."""
+    builtin = files("profiles").joinpath("credentials")
+    paths = sorted(Path(str(r)) for r in builtin.iterdir() if r.name.endswith(".yaml"))
+    return paths + [Path(name) for name in plan.profile.authentication.extra_files]
+
+
+async def _run_with_evidence(plan: ScanPlan, out_dir: Path, folder: Path) -> ScanResult:
+    """The scan inside a packet capture (when permitted), then the evidence bundle."""
+    with tempfile.TemporaryDirectory(prefix="iotbaseline-capture-") as temporary:
+        async with capture_scope(plan.scope, Path(temporary) / "scan.pcap") as capture:
+            if capture.path is None:
+                log.warning("no packet capture: %s", capture.reason)
+            result = await _run_engine(plan, out_dir)
+        bundle = write_evidence(result, folder, capture.path, _credential_files(plan),
+                                plan.profile.source, capture_note=capture.reason or None,
+                                capture_details=capture.details())
+    sys.stderr.write(f"Evidence: {bundle} (manifest SHA-256 "
+                     f"{sha256_file(bundle / 'manifest.json')})\n")
+    return result
 
 
 def print_summary(result: ScanResult, out_dir: Path) -> None:
@@ -258,11 +325,13 @@ def _cmd_scan(args: argparse.Namespace, with_checks: bool) -> int:
         fail_on = Severity.parse(args.fail_on) if with_checks else None
     except ValueError as exc:
         raise UsageError(f"--fail-on: {exc}") from None
+    evidence = _evidence_dir(getattr(args, "evidence", None))
     plan = _plan(args, with_checks)
     out_dir = _out_dir(args.out)
     log.info("scanning %d address(es) with profile %s; report in %s", plan.scope.size,
              plan.profile.name, out_dir)
-    result = asyncio.run(_run_engine(plan, out_dir))
+    result = asyncio.run(_run_engine(plan, out_dir) if evidence is None
+                         else _run_with_evidence(plan, out_dir, evidence))
     print_summary(result, out_dir)
     return _exit_code(result, fail_on)
 
@@ -308,7 +377,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     result = _load_scan(args.scan)
     answers = load_answers(args.answers) if args.answers else {}
     result = assess(result.model_copy(update={"verdicts": [], "device_verdicts": []}),
-                    answers)
+                    answers, select_frameworks(_framework_ids(args.frameworks)))
     out_dir = args.out or args.scan.parent
     out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     for path in write_reports(result, out_dir, formats):
@@ -322,6 +391,12 @@ def _cmd_checklist(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown framework {args.framework!r} "
                          f"(known: {', '.join(sorted(frameworks))})")
     sys.stdout.write(checklist(_load_scan(args.scan), frameworks[args.framework]))
+    return EXIT_OK
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    changes = diff_results(_load_scan(args.old), _load_scan(args.new))
+    sys.stdout.write(render_diff_json(changes) if args.json else render_diff_text(changes))
     return EXIT_OK
 
 
@@ -356,10 +431,12 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_report(args)
         if args.command == "checklist":
             return _cmd_checklist(args)
+        if args.command == "diff":
+            return _cmd_diff(args)
         if args.command == "demo":
             return _cmd_demo(args)
         return _cmd_scan(args, with_checks=args.command == "scan")
-    except (UsageError, TargetError, DataFileError, PlanError) as exc:
+    except (UsageError, TargetError, DataFileError, PlanError, EvidenceError) as exc:
         sys.stderr.write(f"iotbaseline: error: {exc}\n")
         if args.debug:
             traceback.print_exc()

@@ -26,7 +26,7 @@ from probes.api import Observation, Probe, ProbeContext, ProbeSettings, Target
 from probes.registry import LoadedProbe
 from profiles import ScanProfile, Timing
 from profiles.credentials import CredentialStore
-from reports.compliance import clauses_by_check
+from reports.compliance import PRIMARY_FRAMEWORK, clauses_by_check, select_frameworks
 from reports.renderers import write_reports
 from reports.verdicts import AnswerKey, assess
 from scanner import __version__
@@ -90,6 +90,7 @@ class ScanPlan:
     credentials: CredentialStore = field(default_factory=lambda: CredentialStore(()))
     formats: list[str] = field(default_factory=lambda: ["json"])
     answers: dict[AnswerKey, ManualAnswer] = field(default_factory=dict)
+    frameworks: list[str] = field(default_factory=lambda: [PRIMARY_FRAMEWORK])
 
     @classmethod
     def build(cls, scope: Scope, profile: ScanProfile, probes: Iterable[LoadedProbe], *,
@@ -207,7 +208,8 @@ class ScanEngine:
         self.meta = self.meta.model_copy(update={
             "finished_at": utc_now(), "complete": complete, "stop_reason": stop,
             "interrupted_reason": reason})
-        result = assess(self.store.finish(self.meta), self.plan.answers)
+        result = assess(self.store.finish(self.meta), self.plan.answers,
+                        select_frameworks(self.plan.frameworks))
         write_reports(result, self.store.out_dir, self.plan.formats)
         return result
 

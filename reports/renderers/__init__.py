@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reports.renderers import csv_report, html, junit, markdown, sarif
+from reports.renderers import csv_report, html, junit, markdown, oscal, sarif
 from reports.renderers.base import Renderer
 from scanner.models import ScanResult
 from scanner.storage import write_private
@@ -18,7 +18,7 @@ def _json(result: ScanResult) -> str:
 RENDERERS: dict[str, Renderer] = {
     "json": Renderer("json", "report.json", _json),
     **{r.name: r for r in (html.RENDERER, markdown.RENDERER, csv_report.RENDERER,
-                           junit.RENDERER, sarif.RENDERER)},
+                           junit.RENDERER, sarif.RENDERER, oscal.RENDERER)},
 }
 
 
