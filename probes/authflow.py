@@ -100,6 +100,7 @@ async def run_attempts(probe: CredentialProbe, ctx: ProbeContext) -> Facts:
     per_account: Counter[str] = Counter()
     attempts: list[dict[str, Any]] = []
     durations: list[float] = []
+    slow_in_a_row = 0
     facts: Facts = {"candidates": len(candidates), "attempts": attempts, "success": None,
                     "lockout": None, "control": None,
                     "budget": f"{budget.max_per_account} per account, "
@@ -139,11 +140,17 @@ async def run_attempts(probe: CredentialProbe, ctx: ProbeContext) -> Facts:
             facts["lockout"] = f"service stopped answering after {len(attempts) - 1} " \
                                f"attempt(s): {result.detail}"
             break
-        if len(durations) >= 2 and elapsed > 1.0 and \
-                elapsed > budget.slowdown_factor * statistics.median(durations):
-            facts["lockout"] = (f"answers slowed from {statistics.median(durations):.2f} s to "
-                                f"{elapsed:.2f} s: backing off")
-            break
+        # Two slow answers in a row, not one: a single slow attempt is as likely our own
+        # scanner being busy (queued for a slot, a stalled loop) as the device backing off.
+        baseline = statistics.median(durations) if len(durations) >= 2 else None
+        if baseline is not None and elapsed > 1.0 and elapsed > budget.slowdown_factor * baseline:
+            slow_in_a_row += 1
+            if slow_in_a_row >= 2:
+                facts["lockout"] = (f"answers slowed from {baseline:.2f} s to {elapsed:.2f} s "
+                                    "twice in a row: backing off")
+                break
+            continue
+        slow_in_a_row = 0
         durations.append(elapsed)
     if facts["success"] is not None:
         username, password = random_credentials()

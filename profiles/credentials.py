@@ -6,6 +6,7 @@ fingerprint picks vendor lists first; generic pairs follow.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -87,6 +88,7 @@ class CredentialStore:
             if entry.vendor.lower() != GENERIC_VENDOR:
                 self._vendor_terms.setdefault(entry.vendor, set()).update(
                     term.lower() for term in entry.match if len(term) >= 3)
+        self._vendor_words = {vendor: _words(vendor) for vendor in self._vendor_terms}
 
     @classmethod
     def load(cls, extra_files: Iterable[str] = ()) -> CredentialStore:
@@ -110,9 +112,17 @@ class CredentialStore:
         """
         seen = _words(fingerprint)
         lowered = fingerprint.lower()
-        matched = {vendor for vendor, terms in self._vendor_terms.items()
-                   if (_words(vendor) and _words(vendor) <= seen)
-                   or any(term in lowered for term in terms)}
+        matched = frozenset(
+            vendor for vendor, terms in self._vendor_terms.items()
+            if (self._vendor_words[vendor] and self._vendor_words[vendor] <= seen)
+            or any(term in lowered for term in terms))
+        return list(self._ordered(protocol, port, matched))
+
+    @functools.lru_cache(maxsize=512)  # noqa: B019 (stores live as long as a scan)
+    def _ordered(self, protocol: str, port: int | None, matched: frozenset[str]
+                 ) -> tuple[Credential, ...]:
+        """The ordering for one protocol, port and set of matched vendors: the same for every
+        device that looks alike, so it is computed once per scan, not once per device."""
 
         def rank(entry: CredentialEntry) -> int:
             if entry.vendor.lower() == GENERIC_VENDOR:
@@ -131,4 +141,4 @@ class CredentialStore:
             if key not in unique:
                 unique[key] = Credential(entry.username, entry.password, entry.vendor,
                                          entry.product, entry.source)
-        return list(unique.values())
+        return tuple(unique.values())

@@ -48,19 +48,26 @@ class Limits:
     blocking_workers: int = 8  # threads for blocking libraries (paramiko)
 
 
+def _escape_table() -> tuple[str, ...]:
+    table = []
+    for byte in range(256):
+        if byte == 0x5C:
+            table.append("\\\\")
+        elif 0x20 <= byte < 0x7F or byte in (0x0A, 0x09):
+            table.append(chr(byte))
+        elif byte == 0x0D:
+            table.append("\\r")
+        else:
+            table.append(f"\\x{byte:02x}")
+    return tuple(table)
+
+
+_ESCAPES = _escape_table()
+
+
 def escape_bytes(data: bytes) -> str:
     """Readable and reversible: printable ASCII, newlines and tabs kept, the rest as \\xNN."""
-    out = []
-    for byte in data:
-        if byte == 0x5C:
-            out.append("\\\\")
-        elif 0x20 <= byte < 0x7F or byte in (0x0A, 0x09):
-            out.append(chr(byte))
-        elif byte == 0x0D:
-            out.append("\\r")
-        else:
-            out.append(f"\\x{byte:02x}")
-    return "".join(out)
+    return "".join(_ESCAPES[byte] for byte in data)
 
 
 class Transcript:
@@ -71,14 +78,15 @@ class Transcript:
 
     def __init__(self, show_secrets: bool = False) -> None:
         self.exchanges: list[Exchange] = []
-        self._secrets: list[bytes] = []
+        self._secrets: list[str] = []  # kept escaped, as they appear in recorded text
         self._show_secrets = show_secrets
         self.dropped = 0
 
     def add_secret(self, secret: str | bytes) -> None:
         value = secret.encode() if isinstance(secret, str) else secret
-        if value and not self._show_secrets and value not in self._secrets:
-            self._secrets.append(value)
+        escaped = escape_bytes(value)
+        if value and not self._show_secrets and escaped not in self._secrets:
+            self._secrets.append(escaped)
             # Longest first: a short secret ("YWRtaW46", admin:"") must not cut into a longer
             # one ("YWRtaW46MTIzNDU=") and leave the rest of it readable.
             self._secrets.sort(key=len, reverse=True)
@@ -91,8 +99,8 @@ class Transcript:
         truncated = len(raw) > self.MAX_BYTES_PER_ENTRY
         text = escape_bytes(raw[: self.MAX_BYTES_PER_ENTRY])
         for secret in self._secrets:  # the endpoint too: a GET login carries it in the URL
-            text = text.replace(escape_bytes(secret), REDACTED)
-            endpoint = endpoint.replace(escape_bytes(secret), REDACTED)
+            text = text.replace(secret, REDACTED)
+            endpoint = endpoint.replace(secret, REDACTED)
         self.exchanges.append(Exchange(at=utc_now(), direction=direction, endpoint=endpoint,
                                        data=text, truncated=truncated))
 
@@ -145,13 +153,14 @@ class Connection:
     async def send(self, data: bytes) -> None:
         self._record("sent", data)
         self.writer.write(data)
-        await asyncio.wait_for(self.writer.drain(), self.limits.read_timeout)
+        async with asyncio.timeout(self.limits.read_timeout):
+            await self.writer.drain()
 
     async def recv(self, max_bytes: int | None = None, timeout: float | None = None) -> bytes:
         """Whatever arrives first (b"" at EOF); raises TimeoutError when nothing does."""
         cap = min(max_bytes or self.limits.max_read_bytes, self.limits.max_read_bytes)
-        data = await asyncio.wait_for(self.reader.read(cap),
-                                      timeout if timeout is not None else self.limits.read_timeout)
+        async with asyncio.timeout(timeout if timeout is not None else self.limits.read_timeout):
+            data = await self.reader.read(cap)
         self._record("received", data)
         return data
 
@@ -170,7 +179,8 @@ class Connection:
             if remaining <= 0:
                 break
             try:
-                chunk = await asyncio.wait_for(self.reader.read(cap - len(buffer)), remaining)
+                async with asyncio.timeout(remaining):
+                    chunk = await self.reader.read(cap - len(buffer))
             except TimeoutError:
                 break
             if not chunk:

@@ -46,7 +46,7 @@ PORT_HINTS = {
 }
 UDP_IDENTIFIERS = (69, 161, 5683)  # UDP ports we have a protocol-correct request for
 BANNER_WAIT = 1.5  # services that speak first do so at once; nmap's NULL probe waits longer
-CLIENT_FIRST_WAIT = 0.5  # ports whose usual protocol waits for the client (HTTP, RTSP, MQTT)
+CLIENT_FIRST_WAIT = 0.3  # ports whose usual protocol waits for the client (HTTP, RTSP, MQTT)
 
 
 def _service(port: int, protocol: str, **values: object) -> Service:
