@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import csv
 import io
-import unicodedata
 from datetime import UTC, datetime
 
 from reports.renderers.base import Renderer
+from reports.renderers.text import visible
 from scanner.models import Finding, ScanResult
 
 COLUMNS = ["finding_id", "check_id", "title", "severity", "confidence", "device", "port",
@@ -32,22 +32,7 @@ CELL_MAX = 4000
 BOM = "\ufeff"
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
-_INVISIBLE = {"Cc", "Cf", "Cs", "Zl", "Zp"}
 
-
-def _visible(text: str) -> str:
-    """Control, format, separator and surrogate characters as visible escapes; ``\\n`` kept."""
-    out = []
-    for char in text:
-        code = ord(char)
-        if char == "\n" or (unicodedata.category(char) not in _INVISIBLE
-                            and code not in (0xFFFE, 0xFFFF)):
-            out.append(char)
-        elif code < 0x100:
-            out.append(f"\\x{code:02x}")
-        else:
-            out.append(f"\\u{code:04x}")
-    return "".join(out)
 
 
 def safe_cell(value: object) -> str:
@@ -55,7 +40,7 @@ def safe_cell(value: object) -> str:
     text = "" if value is None else str(value)
     if len(text) > CELL_MAX:
         text = text[:CELL_MAX] + f"… [{len(text) - CELL_MAX} more characters in report.json]"
-    text = _visible(text.replace("\r\n", "\n"))
+    text = visible(text.replace("\r\n", "\n"), keep="\n")
     if text.lstrip(" ").startswith(_FORMULA_START) or text.startswith(_FORMULA_START):
         text = "'" + text
     return text

@@ -17,37 +17,23 @@ visibly (``\\x1b``), as are bidi and other format characters. Evaluates nothing.
 
 from __future__ import annotations
 
-import unicodedata
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from reports.compliance import load_frameworks
 from reports.renderers.base import Renderer
+from reports.renderers.text import cap, visible
 from scanner.models import ClauseVerdict, Finding, ProbeError, ScanResult, Verdict
 
 TEXT_MAX = 2000  # characters of one device-derived string
-_INVISIBLE = {"Cc", "Cf", "Cs", "Zl", "Zp"}
 _ELEMENT = {Verdict.FAIL: "failure", Verdict.INCONCLUSIVE: "error",
             Verdict.MANUAL: "skipped", Verdict.NOT_APPLICABLE: "skipped"}
 
 
 def xml_text(value: object, limit: int = TEXT_MAX, keep: str = "\n\t") -> str:
     """Text XML 1.0 can carry and a reader can see: capped, invisible characters escaped."""
-    text = str(value).replace("\r\n", "\n")
-    if len(text) > limit:
-        text = text[:limit] + f"… [{len(text) - limit} more characters in report.json]"
-    out = []
-    for char in text:
-        code = ord(char)
-        if char in keep or (unicodedata.category(char) not in _INVISIBLE
-                            and code not in (0xFFFE, 0xFFFF)):
-            out.append(char)
-        elif code < 0x100:
-            out.append(f"\\x{code:02x}")
-        else:
-            out.append(f"\\u{code:04x}")
-    return "".join(out)
+    return visible(cap(str(value).replace("\r\n", "\n"), limit), keep)
 
 
 def attribute(value: object, limit: int = 500) -> str:

@@ -21,13 +21,13 @@ The renderer evaluates nothing: verdicts and counts come from the ScanResult as 
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from reports.compliance import Framework, load_frameworks
 from reports.renderers.base import Renderer
+from reports.renderers.text import cap, visible
 from scanner.models import (
     ClauseVerdict,
     Device,
@@ -43,8 +43,6 @@ TEXT_MAX = 1000  # … in a paragraph or list item
 EVIDENCE_MAX = 4096  # … in one evidence exchange
 EVIDENCE_ITEMS_MAX = 40  # exchanges shown per finding
 
-_NONCHARACTERS = {0xFFFE, 0xFFFF}
-_INVISIBLE = {"Cc", "Cf", "Cs", "Zl", "Zp"}
 # Markdown (CommonMark + GFM) punctuation that can start or end markup inline.
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~])")
 _TAG_OPEN = re.compile(r"<(?=[A-Za-z/!?])")
@@ -56,25 +54,6 @@ _VERDICT_LABEL = {Verdict.FAIL: "**FAIL**", Verdict.INCONCLUSIVE: "INCONCLUSIVE"
                   Verdict.NOT_APPLICABLE: "N/A"}
 
 
-def _visible(text: str, keep: str = "") -> str:
-    """Control, format, separator and surrogate characters as visible escapes."""
-    out = []
-    for char in text:
-        code = ord(char)
-        if char in keep or (unicodedata.category(char) not in _INVISIBLE
-                            and code not in _NONCHARACTERS):
-            out.append(char)
-        elif code < 0x100:
-            out.append(f"\\x{code:02x}")
-        else:
-            out.append(f"\\u{code:04x}")
-    return "".join(out)
-
-
-def _cap(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    return text[:limit] + f"… [{len(text) - limit} more characters in report.json]"
 
 
 def _entities(text: str) -> str:
@@ -83,8 +62,8 @@ def _entities(text: str) -> str:
 
 def md(text: object, limit: int = TEXT_MAX) -> str:
     """Untrusted text for running Markdown: one line, escaped, capped."""
-    raw = _cap(str(text), limit).replace("\r\n", "\n").replace("\n", "\\n")
-    return _entities(_MD_SPECIAL.sub(r"\\\1", _visible(raw)))
+    raw = cap(str(text), limit).replace("\r\n", "\n").replace("\n", "\\n")
+    return _entities(_MD_SPECIAL.sub(r"\\\1", visible(raw)))
 
 
 def link(url: str) -> str:
@@ -101,7 +80,7 @@ def cell(text: object, limit: int = CELL_MAX) -> str:
 
 def fenced(body: str, info: str = "text") -> list[str]:
     """A code block no content can break out of."""
-    body = _TAG_OPEN.sub(r"\\x3c", _visible(body, keep="\n\t"))
+    body = _TAG_OPEN.sub(r"\\x3c", visible(body, keep="\n\t"))
     longest = max((len(run) for run in re.findall(r"`+", body)), default=0)
     fence = "`" * max(3, longest + 1)
     return [f"{fence}{info}", *body.split("\n"), fence]
@@ -234,7 +213,7 @@ def _exchange(exchange: Exchange) -> list[str]:
         exchange.direction, exchange.direction)
     cut = " (truncated by the scanner)" if exchange.truncated else ""
     head = f"{_time(exchange.at)} {arrow} {md(exchange.endpoint, 200)}{cut}"
-    return [head, "", *fenced(_cap(exchange.data.replace("\r\n", "\n"), EVIDENCE_MAX)), ""]
+    return [head, "", *fenced(cap(exchange.data.replace("\r\n", "\n"), EVIDENCE_MAX)), ""]
 
 
 def _finding(finding: Finding) -> list[str]:

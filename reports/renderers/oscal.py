@@ -34,7 +34,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-import unicodedata
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -42,6 +41,7 @@ from typing import Any
 
 from reports.compliance import load_frameworks
 from reports.renderers.base import Renderer
+from reports.renderers.text import cap, visible
 from scanner.models import ClauseVerdict, Device, Exchange, Finding, ScanResult, Verdict
 
 OSCAL_VERSION = "1.1.3"
@@ -54,8 +54,6 @@ EVIDENCE_MAX = 1000  # characters of one exchange's data
 EVIDENCE_ITEMS_MAX = 40  # exchanges kept per observation
 LOG_MAX = 500  # probe errors kept in the assessment log
 
-_INVISIBLE = {"Cc", "Cf", "Cs", "Zl", "Zp"}
-_NONCHARACTERS = {0xFFFE, 0xFFFF}
 # Markdown punctuation that can open inline markup (links and images need "[" or "<", raw HTML
 # "<", code spans "`", emphasis "*" "_", GFM tables "|" and strikethrough "~").
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
@@ -64,35 +62,17 @@ _NOT_TOKEN = re.compile(r"[^A-Za-z0-9._-]")
 _REPORTED = (Verdict.FAIL, Verdict.INCONCLUSIVE)
 
 
-def _visible(text: str, keep: str = "") -> str:
-    """Control, format, separator and surrogate characters written as visible escapes."""
-    out = []
-    for char in text:
-        code = ord(char)
-        if char in keep or (unicodedata.category(char) not in _INVISIBLE
-                            and code not in _NONCHARACTERS):
-            out.append(char)
-        elif code < 0x100:
-            out.append(f"\\x{code:02x}")
-        else:
-            out.append(f"\\u{code:04x}")
-    return "".join(out)
-
-
-def _cap(text: str, limit: int) -> str:
-    return text if len(text) <= limit else \
-        text[:limit] + f"… [{len(text) - limit} more characters in report.json]"
 
 
 def plain(text: object, limit: int = PROP_MAX) -> str:
     """A property value: one line, no leading or trailing space, visible escapes, capped."""
-    return _cap(_visible(str(text)[: limit * 4]).strip(), limit)
+    return cap(visible(str(text)[: limit * 4]).strip(), limit)
 
 
 def markup(text: object, limit: int = TEXT_MAX, multiline: bool = False) -> str:
     """Prose (OSCAL markup): visible escapes, Markdown punctuation escaped, HTML as entities."""
     raw = str(text)[: limit * 4].replace("\r\n", "\n")
-    safe = _visible(_cap(raw, limit), keep="\n" if multiline else "")
+    safe = visible(cap(raw, limit), keep="\n" if multiline else "")
     safe = _MD_SPECIAL.sub(r"\\\1", safe)
     return safe.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 

@@ -23,13 +23,13 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import unicodedata
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
 from reports.compliance import load_frameworks
 from reports.renderers.base import Renderer
+from reports.renderers.text import cap, visible
 from scanner.models import Finding, ProbeError, ScanResult, Severity
 
 SARIF_VERSION = "2.1.0"
@@ -49,7 +49,6 @@ PROBLEM_SEVERITY = {Severity.CRITICAL: "error", Severity.HIGH: "error",
                     Severity.MEDIUM: "warning", Severity.LOW: "recommendation",
                     Severity.INFO: "recommendation"}
 
-_INVISIBLE = {"Cc", "Cf", "Cs", "Zl", "Zp"}
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[1-5][0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-"
                    r"[0-9a-fA-F]{12}$")
 _HOST_SAFE = re.compile(r"[^A-Za-z0-9.\-:]")
@@ -58,20 +57,7 @@ _URL = re.compile(r"^https?://[^\s<>\"]+$")
 
 def clean(value: object, limit: int = TEXT_MAX) -> str:
     """Visible, capped text; newlines and tabs kept (JSON escapes them)."""
-    text = str(value).replace("\r\n", "\n")
-    if len(text) > limit:
-        text = text[:limit] + f"… [{len(text) - limit} more characters in report.json]"
-    out = []
-    for char in text:
-        code = ord(char)
-        if char in "\n\t" or (unicodedata.category(char) not in _INVISIBLE
-                              and code not in (0xFFFE, 0xFFFF)):
-            out.append(char)
-        elif code < 0x100:
-            out.append(f"\\x{code:02x}")
-        else:
-            out.append(f"\\u{code:04x}")
-    return "".join(out)
+    return visible(cap(str(value).replace("\r\n", "\n"), limit), keep="\n\t")
 
 
 def _utc(moment: datetime) -> str:
