@@ -7,8 +7,6 @@ a device cannot send us to a host the user did not authorise. Bodies and headers
 from __future__ import annotations
 
 import contextlib
-import functools
-import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
@@ -37,12 +35,6 @@ class HttpResponse:
     @property
     def text(self) -> str:
         return self.body.decode("utf-8", "replace")
-
-
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    """One permissive client context for every HTTPS request (building one costs CPU)."""
-    return insecure_tls_context()
 
 
 def _host_port(url: str) -> tuple[str, int]:
@@ -97,7 +89,7 @@ async def _once(network: Network, method: str, url: str, *, transcript: Transcri
                                     sock_read=limits.read_timeout)
     connector = aiohttp.TCPConnector(
         force_close=True, limit=1,
-        ssl=_tls_context() if url.startswith("https:") else False)
+        ssl=insecure_tls_context() if url.startswith("https:") else False)
     try:
         async with aiohttp.ClientSession(connector=connector, timeout=timeout,
                                          auto_decompress=False, max_line_size=8190,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import socket
 import ssl
@@ -208,8 +209,11 @@ class Connection:
         await self.close()
 
 
+@functools.cache
 def insecure_tls_context() -> ssl.SSLContext:
-    """Accept any certificate and the widest protocol range: we observe, we do not trust."""
+    """Accept any certificate and the widest protocol range: we observe, we do not trust.
+
+    One shared context: building one costs more CPU than a whole login attempt."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
