@@ -52,6 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scanner.protocols.telnet import split_negotiation
+
 FORBIDDEN_PORTS = frozenset({2024})  # an unrelated service listens there: never bind or probe
 FIRST_ADDRESS = ipaddress.IPv4Address("127.100.0.1")
 TELNET_PORT, HTTP_PORT, MQTT_PORT = 2323, 8080, 1883
@@ -311,30 +313,9 @@ class TelnetLines:
         self.text = bytearray()
 
     def feed(self, data: bytes) -> None:
-        raw, i = self.pending + data, 0
-        while i < len(raw):
-            if raw[i] != IAC:
-                end = raw.find(IAC, i)
-                end = len(raw) if end < 0 else end
-                self.text += raw[i:end]
-                i = end
-            elif i + 1 == len(raw):
-                break
-            elif raw[i + 1] == IAC:
-                self.text.append(IAC)
-                i += 2
-            elif raw[i + 1] == SB:
-                end = raw.find(bytes((IAC, SE)), i + 2)
-                if end < 0:
-                    break
-                i = end + 2
-            elif raw[i + 1] in (WILL, WONT, DO, DONT):
-                if i + 2 >= len(raw):
-                    break
-                i += 3
-            else:
-                i += 2
-        self.pending = raw[i:][:MAX_LINE]
+        text, _, pending = split_negotiation(self.pending + data)
+        self.text += text
+        self.pending = pending[:MAX_LINE]
 
     async def readline(self) -> str:
         async with asyncio.timeout(IDLE_TIMEOUT):

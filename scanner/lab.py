@@ -42,6 +42,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
+from scanner.protocols.telnet import split_negotiation
+
 __all__ = ["Lab", "LabDevice", "LabService", "default_devices"]
 
 IDLE_TIMEOUT = 30.0  # longest wait for a client's next line or packet
@@ -150,30 +152,8 @@ class _TelnetInput:
         return line.decode("utf-8", "replace").strip()
 
     def _feed(self, data: bytes) -> None:
-        raw, i = self._pending + data, 0
-        while i < len(raw):
-            if raw[i] != IAC:
-                end = raw.find(IAC, i)
-                end = len(raw) if end < 0 else end
-                self._text += raw[i:end]
-                i = end
-            elif i + 1 == len(raw):
-                break
-            elif raw[i + 1] == IAC:  # escaped 0xFF data byte
-                self._text.append(IAC)
-                i += 2
-            elif raw[i + 1] == SB:
-                end = raw.find(bytes((IAC, SE)), i + 2)
-                if end < 0:
-                    break
-                i = end + 2
-            elif raw[i + 1] in (WILL, WONT, DO, DONT):
-                if i + 2 >= len(raw):
-                    break
-                i += 3
-            else:  # two-byte commands: NOP, GA, AYT, ...
-                i += 2
-        self._pending = raw[i:]
+        text, _, self._pending = split_negotiation(self._pending + data)
+        self._text += text
 
 
 async def _serve_telnet(
