@@ -161,9 +161,9 @@ def write_capability(tables: dict[str, list[tuple[list[int], Any]]]) -> tuple[st
     names = sorted(groups)
     if len(names) == 1:  # the agent answered our community, so it maps to the only name
         group = groups[names[0]]
-        if group in writable_groups:
-            return "write", (f"VACM: the only v1/v2c security name ({names[0]}) is in group "
-                             f"{group}, whose access entry has a write view")
+        if group in writable_groups:  # (the name may be the community itself: not shown)
+            return "write", (f"VACM: the only v1/v2c security name is in group {group}, whose "
+                             "access entry has a write view")
     return "unknown", (f"VACM: {len(names)} v1/v2c security names; some group can write, but "
                        "the tables do not say which community is ours")
 

@@ -116,7 +116,11 @@ async def _once(network: Network, method: str, url: str, *, transcript: Transcri
                                       body[:2048].decode("utf-8", "replace"))
                 return HttpResponse(str(response.url), response.status, merged, body, truncated)
     except aiohttp.ClientError as exc:
-        raise ConnectionError(f"HTTP {method} {url[:200]}: {type(exc).__name__}: {exc}"
+        # No query string in the message: GET logins carry the password there, and this text
+        # ends up in the report's errors, where the transcript's redaction does not reach.
+        shown = urlsplit(url)._replace(query="", fragment="").geturl()
+        detail = str(exc).replace(url, shown)
+        raise ConnectionError(f"HTTP {method} {shown[:200]}: {type(exc).__name__}: {detail}"
                               [:300]) from None
     finally:
         release()

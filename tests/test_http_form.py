@@ -589,3 +589,15 @@ async def test_engine_matches_the_device_by_its_http_title(run_scan: ScanRunner,
     [check_run] = [r for r in result.check_runs if r.check_id == CHECK]
     assert check_run.status == "fail" and "openwrt-luci" in check_run.details["form"]
     assert not [e for e in result.errors if e.check_id == CHECK]
+
+
+async def test_a_failed_get_login_does_not_put_the_password_in_the_error() -> None:
+    from scanner.http import request
+    from scanner.net import Limits, Network
+    from tests.helpers import safe_scope
+
+    network = Network(safe_scope("127.98.0.250"), Limits(connect_timeout=1.0))
+    with pytest.raises(ConnectionError) as caught:  # nothing listens there: refused
+        await request(network, "GET", "http://127.98.0.250:40999/login?usr=admin&pwd=s3cret",
+                      transcript=None)
+    assert "s3cret" not in str(caught.value) and "/login" in str(caught.value)

@@ -258,6 +258,23 @@ def _listening(address: str, port: int, transport: str) -> bool:
     return False
 
 
+def _wildcard_listener(port: int, transport: str) -> bool:
+    """Something of the machine's own (an sshd on 0.0.0.0:22, say) holds the port on every
+    address, so our daemon cannot bind it on 127.95.0.x: skip rather than fail."""
+    state = "0A" if transport == "tcp" else "07"
+    suffix = f":{port:04X}"
+    for table, wildcard in ((transport, "00000000"), (f"{transport}6", "0" * 32)):
+        try:
+            lines = Path(f"/proc/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            if len(cols) > 3 and cols[1] == wildcard + suffix and cols[3] == state:
+                return True
+    return False
+
+
 def _mount_ns(pid: int | str) -> str | None:
     try:
         return os.readlink(f"/proc/{pid}/ns/mnt")
@@ -471,6 +488,9 @@ def available(name: str) -> str | None:
         bins = ", ".join(b for b, _ in missing)
         pkgs = " ".join(sorted({p for _, p in missing}))
         return f"{bins} not installed (Debian package {pkgs}; see `make system-deps`)"
+    if _wildcard_listener(spec.port, spec.transport):
+        return (f"port {spec.port}/{spec.transport} is held on every address by a service of "
+                "this machine")
     return spec.check() or _namespace_problem()
 
 
