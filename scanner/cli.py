@@ -21,8 +21,10 @@ from importlib.resources import files
 from pathlib import Path
 from typing import NoReturn
 
+import yaml
+
 from probes.registry import load_probes
-from profiles import load_profile
+from profiles import builtin_profile_names, load_profile
 from profiles.yamldata import DataFileError
 from reports.answers import checklist, load_answers
 from reports.capture import capture_scope
@@ -184,6 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("old", type=Path, metavar="OLD.json")
     diff.add_argument("new", type=Path, metavar="NEW.json")
     diff.add_argument("--json", action="store_true", help="the diff as JSON instead of text")
+    profiles_parser = commands.add_parser("profiles", help="list, show or validate scan profiles")
+    profile_commands = profiles_parser.add_subparsers(dest="profiles_command", required=True,
+                                                      parser_class=_Parser)
+    profile_commands.add_parser("list", help="the built-in profiles")
+    show = profile_commands.add_parser("show", help="a profile with extends: resolved (YAML)")
+    show.add_argument("profile", metavar="NAME|PATH")
+    check = profile_commands.add_parser("validate", help="check a profile file; exit 2 if bad")
+    check.add_argument("profile", metavar="PATH")
     commands.add_parser("plugins", help="list the probes that are installed")
     commands.add_parser("version", help="print the version")
     return parser
@@ -400,6 +410,24 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_profiles(args: argparse.Namespace) -> int:
+    if args.profiles_command == "list":
+        for name in builtin_profile_names():
+            profile = load_profile(name)
+            sys.stdout.write(f"{name:<12} {profile.max_intrusiveness:<13} "
+                             f"{profile.description}\n")
+        return EXIT_OK
+    profile = load_profile(args.profile)  # a bad file raises a one-line DataFileError
+    if args.profiles_command == "show":
+        document = profile.model_dump(mode="json", exclude={"source", "extends"})
+        sys.stdout.write(f"# {profile.source}, extends resolved\n")
+        sys.stdout.write(yaml.safe_dump(document, sort_keys=False))
+    else:
+        sys.stdout.write(f"{profile.source}: valid ({profile.name}, up to "
+                         f"{profile.max_intrusiveness})\n")
+    return EXIT_OK
+
+
 def _cmd_plugins() -> int:
     probes, errors = load_probes()
     for loaded in sorted(probes, key=lambda lp: lp.probe.metadata.check_id):
@@ -427,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "plugins":
             return _cmd_plugins()
+        if args.command == "profiles":
+            return _cmd_profiles(args)
         if args.command == "report":
             return _cmd_report(args)
         if args.command == "checklist":

@@ -180,3 +180,25 @@ def test_internal_error_exits_3_with_a_partial_report(tmp_path: Path,
     document = validate_report(tmp_path / "e" / "report.json")
     assert document["meta"]["stop_reason"] == "error"
     assert "engine bug" in document["meta"]["interrupted_reason"]
+
+
+def test_profiles_list_show_validate(tmp_path: Path) -> None:
+    listing = run_cli("profiles", "list")
+    assert listing.returncode == 0
+    assert [line.split()[0] for line in listing.stdout.splitlines()] == \
+        ["intrusive", "quick", "safe", "standard"]
+    shown = run_cli("profiles", "show", "quick")
+    assert shown.returncode == 0 and "per_host: 2" in shown.stdout  # inherited from safe
+    copy = tmp_path / "quick-copy.yaml"
+    copy.write_text(shown.stdout)
+    checked = run_cli("profiles", "validate", str(copy))
+    assert checked.returncode == 0 and "valid (quick" in checked.stdout
+    from profiles import load_profile
+
+    assert load_profile(str(copy)).model_dump(exclude={"source"}) == \
+        load_profile("quick").model_dump(exclude={"source", "extends"}) | {"extends": None}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nports:\n  tcp: [0]\n")
+    refused = run_cli("profiles", "validate", str(bad))
+    assert refused.returncode == 2 and f"{bad}:3: ports.tcp" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
