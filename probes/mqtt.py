@@ -92,26 +92,15 @@ def split_packet(buffer: bytes | bytearray, max_length: int = MAX_PACKET
     return buffer[0], bytes(buffer[1 + used:end]), end
 
 
-def _string(value: bytes) -> bytes:
-    return len(value).to_bytes(2, "big") + value
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value % 128, value // 128
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
 
 def subscribe_packet(topic_filter: str, packet_id: int = 1, level: int = 4) -> bytes:
     """SUBSCRIBE to one filter at QoS 0."""
     body = packet_id.to_bytes(2, "big")
     if level == 5:
         body += b"\x00"  # no properties
-    body += _string(topic_filter.encode()) + b"\x00"  # QoS 0 (v5: no local/retain flags off)
-    return bytes((0x82,)) + _varint(len(body)) + body
+    # QoS 0 (v5: no-local and retain flags off)
+    body += mqtt.encode_string(topic_filter.encode()) + b"\x00"
+    return bytes((0x82,)) + mqtt.encode_varint(len(body)) + body
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from probes.authflow import (
     random_credentials,
 )
 from scanner.models import Intrusiveness, Severity
-from scanner.net import Limits
+from scanner.net import BoundedSocket, Limits
 
 T = TypeVar("T")
 
@@ -66,61 +66,6 @@ def _clean(text: str, limit: int = 255) -> str:
 def _methods(values: Sequence[Any]) -> list[str]:
     return [_clean(str(value), 64) for value in list(values)[:MAX_METHODS]]
 
-
-class _GuardedSocket:
-    """The socket paramiko gets: reads end (EOF) at the byte cap, at the deadline or on abort.
-
-    paramiko reads the identification line with no length limit and loops on timeouts, so the
-    limits must sit under it. Only the methods paramiko's Transport and Packetizer use exist."""
-
-    def __init__(self, sock: socket.socket, deadline: float, cap: int) -> None:
-        self._sock = sock
-        self._deadline = deadline
-        self._cap = cap
-        self.received = 0
-        self.stopped = ""  # why reads ended early: "byte cap", "deadline", "aborted"
-        self._closed = False  # paramiko's stop_thread() reads this attribute
-
-    def _refuse(self) -> bool:
-        if self._closed:
-            self.stopped = self.stopped or "aborted"
-        elif self.received >= self._cap:
-            self.stopped = "byte cap"
-        elif time.monotonic() >= self._deadline:
-            self.stopped = "deadline"
-        else:
-            return False
-        return True
-
-    def settimeout(self, value: float | None) -> None:
-        self._sock.settimeout(value)
-
-    def recv(self, size: int) -> bytes:
-        if self._refuse():
-            return b""
-        data = self._sock.recv(max(1, min(size, self._cap - self.received)))
-        self.received += len(data)
-        return data
-
-    def send(self, data: bytes) -> int:
-        if self._refuse():
-            raise ConnectionAbortedError(f"SSH connection stopped ({self.stopped})")
-        return self._sock.send(data)
-
-    def sendall(self, data: bytes) -> None:
-        if self._refuse():
-            raise ConnectionAbortedError(f"SSH connection stopped ({self.stopped})")
-        self._sock.sendall(data)
-
-    def shutdown(self) -> None:
-        """Wake a blocked read at once (safe from any thread)."""
-        self._closed = True
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        self._closed = True
-        self._sock.close()
 
 
 class _UnanswerablePrompt(Exception):
@@ -172,7 +117,7 @@ class _SshSession:
         self.passwords_sent = 0
         self._lock = threading.Lock()
         self._aborted = False
-        self._sock: _GuardedSocket | None = None
+        self._sock: BoundedSocket | None = None
         self._transport: paramiko.Transport | None = None
 
     @property
@@ -196,7 +141,7 @@ class _SshSession:
             self.deadline = self.started + self.hard_limit
         raw = socket.create_connection((self.host, self.port),
                                        timeout=self.limits.connect_timeout)
-        guarded = _GuardedSocket(raw, self.deadline,
+        guarded = BoundedSocket(raw, self.deadline,
                                  min(MAX_SSH_BYTES, self.limits.max_read_bytes))
         with self._lock:
             self._sock = guarded

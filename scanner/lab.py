@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
+from scanner.net import BoundedSocket
 from scanner.protocols.telnet import split_negotiation
 
 __all__ = ["Lab", "LabDevice", "LabService", "default_devices"]
@@ -390,49 +391,6 @@ def _ssh_profile(device: LabDevice) -> _SshProfile:
     raise ValueError(f"no lab SSH server for {device.kind}")
 
 
-class _BoundedSocket:
-    """The socket a lab SSH transport gets: reads end (EOF) at a byte cap, at a deadline or once
-    stop() shut it down, and writes fail then, so paramiko's thread always ends on its own.
-
-    paramiko reads the client's identification line with no length limit and loops on socket
-    timeouts while a client idles, so the bounds must sit under it. Only the methods paramiko's
-    Transport and Packetizer use exist."""
-
-    def __init__(self, sock: socket.socket, deadline: float, cap: int) -> None:
-        self._sock = sock
-        self._deadline = deadline
-        self._cap = cap
-        self._received = 0
-        self._closed = False  # paramiko's stop_thread() reads this attribute
-
-    def _over(self) -> bool:
-        return self._closed or self._received >= self._cap or time.monotonic() >= self._deadline
-
-    def settimeout(self, value: float | None) -> None:
-        self._sock.settimeout(value)
-
-    def recv(self, size: int) -> bytes:
-        if self._over():
-            return b""
-        data = self._sock.recv(max(1, min(size, self._cap - self._received)))
-        self._received += len(data)
-        return data
-
-    def send(self, data: bytes) -> int:
-        if self._over():
-            raise ConnectionAbortedError("lab SSH connection over")
-        return self._sock.send(data)
-
-    def shutdown(self) -> None:
-        """Wake a blocked read or write at once (safe from any thread)."""
-        self._closed = True
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        self._closed = True
-        self._sock.close()
-
 
 _AUTH_SUCCESSFUL: int = paramiko.AUTH_SUCCESSFUL
 _AUTH_FAILED: int = paramiko.AUTH_FAILED
@@ -464,7 +422,7 @@ class _SshServer(paramiko.ServerInterface):  # type: ignore[misc]
 class _SshSession:
     """One accepted SSH connection, served by paramiko's own (daemon) thread."""
 
-    sock: _BoundedSocket
+    sock: BoundedSocket
     transport: paramiko.Transport
 
     def stop(self) -> None:
@@ -480,7 +438,7 @@ def _start_ssh_session(
 ) -> _SshSession:
     """Hand an accepted connection to a paramiko server Transport; returns without blocking."""
     conn.setblocking(True)  # paramiko sets its own short timeout
-    sock = _BoundedSocket(conn, time.monotonic() + SSH_SESSION_TIMEOUT, SSH_MAX_BYTES)
+    sock = BoundedSocket(conn, time.monotonic() + SSH_SESSION_TIMEOUT, SSH_MAX_BYTES)
     transport = paramiko.Transport(sock)
     session = _SshSession(sock, transport)
     try:

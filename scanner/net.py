@@ -209,6 +209,65 @@ class Connection:
         await self.close()
 
 
+class BoundedSocket:
+    """A blocking socket for a library that cannot be bounded itself (paramiko, as client in
+    probes and as server in the lab): reads end (EOF) at the byte cap, at the deadline or once
+    shut down, and writes fail then, so the library's thread always ends on its own.
+
+    paramiko reads an SSH identification line with no length limit and loops on timeouts, so
+    the limits must sit under it. Only the methods paramiko's Transport and Packetizer use
+    exist."""
+
+    def __init__(self, sock: socket.socket, deadline: float, cap: int) -> None:
+        self._sock = sock
+        self._deadline = deadline
+        self._cap = cap
+        self.received = 0
+        self.stopped = ""  # why reads ended early: "byte cap", "deadline", "aborted"
+        self._closed = False  # paramiko's stop_thread() reads this attribute
+
+    def _refuse(self) -> bool:
+        if self._closed:
+            self.stopped = self.stopped or "aborted"
+        elif self.received >= self._cap:
+            self.stopped = "byte cap"
+        elif time.monotonic() >= self._deadline:
+            self.stopped = "deadline"
+        else:
+            return False
+        return True
+
+    def settimeout(self, value: float | None) -> None:
+        self._sock.settimeout(value)
+
+    def recv(self, size: int) -> bytes:
+        if self._refuse():
+            return b""
+        data = self._sock.recv(max(1, min(size, self._cap - self.received)))
+        self.received += len(data)
+        return data
+
+    def send(self, data: bytes) -> int:
+        if self._refuse():
+            raise ConnectionAbortedError(f"connection stopped ({self.stopped})")
+        return self._sock.send(data)
+
+    def sendall(self, data: bytes) -> None:
+        if self._refuse():
+            raise ConnectionAbortedError(f"connection stopped ({self.stopped})")
+        self._sock.sendall(data)
+
+    def shutdown(self) -> None:
+        """Wake a blocked read at once (safe from any thread)."""
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._closed = True
+        self._sock.close()
+
+
 @functools.cache
 def insecure_tls_context() -> ssl.SSLContext:
     """Accept any certificate and the widest protocol range: we observe, we do not trust.

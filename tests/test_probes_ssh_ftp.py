@@ -32,11 +32,11 @@ from probes.ftp import (
     summarize_listing,
 )
 from probes.registry import LoadedProbe
-from probes.ssh import MAX_SSH_BYTES, SshDefaultCredentials, SshNoneAuth, _GuardedSocket
+from probes.ssh import MAX_SSH_BYTES, SshDefaultCredentials, SshNoneAuth
 from profiles import Authentication
 from profiles.credentials import CredentialEntry, CredentialStore
 from scanner.models import Confidence, Device, Service, Severity
-from scanner.net import REDACTED, Limits, Network, Transcript
+from scanner.net import REDACTED, BoundedSocket, Limits, Network, Transcript
 from tests import fakes
 from tests.helpers import NEVER_TOUCH_PORTS, ScanRunner, fast_profile, safe_scope
 
@@ -523,10 +523,10 @@ def test_guarded_socket_ends_reads_at_cap_and_deadline() -> None:
     left, right = socket.socketpair()
     with left, right:
         right.sendall(b"x" * 100)
-        guarded = _GuardedSocket(left, time.monotonic() + 5, cap=10)
+        guarded = BoundedSocket(left, time.monotonic() + 5, cap=10)
         assert guarded.recv(64) == b"x" * 10
         assert guarded.recv(64) == b"" and guarded.stopped == "byte cap"
-        late = _GuardedSocket(left, time.monotonic() - 1, cap=1000)
+        late = BoundedSocket(left, time.monotonic() - 1, cap=1000)
         assert late.recv(64) == b"" and late.stopped == "deadline"
         with pytest.raises(ConnectionAbortedError):
             late.send(b"hello")

@@ -11,11 +11,13 @@ CONNACK_REASONS_V311 = {
 }
 
 
-def _string(value: bytes) -> bytes:
+def encode_string(value: bytes) -> bytes:
+    """A length-prefixed MQTT string."""
     return len(value).to_bytes(2, "big") + value
 
 
-def _remaining_length(length: int) -> bytes:
+def encode_varint(length: int) -> bytes:
+    """MQTT's variable-length integer (remaining length, property lengths)."""
     out = bytearray()
     while True:
         byte, length = length % 128, length // 128
@@ -28,18 +30,18 @@ def connect_packet(level: int = 4, client_id: str | None = None,
                    username: str | None = None, password: str | None = None) -> bytes:
     """CONNECT with clean session; level 4 is MQTT 3.1.1, level 5 is MQTT 5.0."""
     flags = 0x02
-    payload = _string((client_id or f"iotb-{os.urandom(4).hex()}").encode())
+    payload = encode_string((client_id or f"iotb-{os.urandom(4).hex()}").encode())
     if username is not None:
         flags |= 0x80
-        payload += _string(username.encode())
+        payload += encode_string(username.encode())
     if password is not None:
         flags |= 0x40
-        payload += _string(password.encode())
-    variable = _string(b"MQTT") + bytes((level, flags)) + (30).to_bytes(2, "big")
+        payload += encode_string(password.encode())
+    variable = encode_string(b"MQTT") + bytes((level, flags)) + (30).to_bytes(2, "big")
     if level == 5:
         variable += b"\x00"  # no properties
     body = variable + payload
-    return bytes((0x10,)) + _remaining_length(len(body)) + body
+    return bytes((0x10,)) + encode_varint(len(body)) + body
 
 
 def parse_connack(data: bytes) -> int | None:
