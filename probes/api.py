@@ -12,10 +12,11 @@ are registered the same way.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
@@ -26,7 +27,7 @@ from profiles import Authentication
 from profiles.credentials import Credential, CredentialStore
 from scanner.http import HttpResponse
 from scanner.http import request as http_request
-from scanner.models import Confidence, Device, Intrusiveness, Service, Severity
+from scanner.models import Confidence, Device, Exchange, Intrusiveness, Service, Severity
 from scanner.net import (
     Connection,
     Network,
@@ -114,19 +115,53 @@ class ProbeSettings:
     credentials: CredentialStore = field(default_factory=lambda: CredentialStore(()))
     intrusiveness_cap: Intrusiveness = Intrusiveness.AUTH_ATTEMPT
     show_secrets: bool = False
+    trusted_ca_files: tuple[str, ...] = ()  # PEM files trusted besides the system store
+
+
+SharedKey = tuple[str, str, int, str]  # (collection name, address, port, transport)
+
+
+class SharedCollections:
+    """Collections several checks need from one service, made once (Prowler's service clients).
+
+    Six TLS checks need one TLS scan, not six: the first check that asks starts the collection
+    as a task of its own (so its budget, not the asking probe's, bounds it), later askers await
+    the same task. The result or the exception is the same for all, and each asker gets the
+    collection's exchanges in its evidence.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: dict[SharedKey, asyncio.Task[tuple[Any, list[Exchange]]]] = {}
+
+    def get(self, key: SharedKey, start: Callable[[], Awaitable[tuple[Any, list[Exchange]]]],
+            ) -> asyncio.Task[tuple[Any, list[Exchange]]]:
+        task = self._tasks.get(key)
+        if task is None:
+            task = self._tasks[key] = asyncio.ensure_future(start())
+            # An exception nobody awaits again (its asker was cancelled) must not be logged
+            # as "never retrieved".
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return task
+
+    def close(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        self._tasks.clear()
 
 
 class ProbeContext:
     """What a probe may touch: its target, the gated network, its transcript and settings."""
 
     def __init__(self, target: Target, network: Network, transcript: Transcript,
-                 settings: ProbeSettings | None = None, deadline: float | None = None) -> None:
+                 settings: ProbeSettings | None = None, deadline: float | None = None,
+                 shared: SharedCollections | None = None) -> None:
         self.target = target
         self.network = network
         self.transcript = transcript
         self.settings = settings or ProbeSettings()
         self.deadline = deadline if deadline is not None else \
             time.monotonic() + network.limits.probe_budget
+        self._shared = shared if shared is not None else SharedCollections()
 
     def time_left(self) -> float:
         """Seconds before the engine stops this probe: long loops stop early and keep facts."""
@@ -174,6 +209,26 @@ class ProbeContext:
         The caller must hold a slot (``network.slot``) for any socket the library opens."""
         return await self.network.run_blocking(function, *args)
 
+    async def shared(self, name: str, collect: Callable[[ProbeContext], Awaitable[T]]) -> T:
+        """``collect`` run once per service for every check that asks by the same ``name``;
+        its exchanges are added to this check's evidence."""
+        service = self.target.service
+
+        async def start() -> tuple[Any, list[Exchange]]:
+            transcript = Transcript(show_secrets=self.settings.show_secrets)
+            ctx = ProbeContext(self.target, self.network, transcript, self.settings,
+                               shared=self._shared)
+            async with asyncio.timeout(self.network.limits.probe_budget):
+                result = await collect(ctx)
+            return result, transcript.exchanges
+
+        task = self._shared.get((name, self.target.address, service.port, service.transport),
+                                start)
+        result, exchanges = await asyncio.shield(task)
+        for exchange in exchanges:
+            self.transcript.append(exchange)
+        return result  # type: ignore[no-any-return]
+
     def credentials(self, protocol: str) -> list[Credential]:
         """Candidate credentials for this device, its vendor's first."""
         return self.settings.credentials.candidates(
@@ -204,3 +259,29 @@ class Probe(ABC):
     def summarize(self, facts: Facts) -> dict[str, str]:
         """Facts worth showing for every run, pass or fail (e.g. attempts used of the budget)."""
         return {}
+
+
+class FleetCheck(Probe):
+    """A check across every device of a scan, from the facts another probe collected.
+
+    Some weaknesses exist only between devices: one private key or SSH host key on every unit
+    of a model is a class-wide secret that one extracted firmware image reveals. The engine runs
+    ``evaluate_fleet`` once, after every host, with each successful run of the ``reads`` probe;
+    a finding's evidence is that run's transcript.
+    """
+
+    reads: ClassVar[str]  # check id of the probe whose facts this check reads
+
+    def applies_to(self, target: Target) -> bool:
+        return False  # never runs per service
+
+    async def collect(self, ctx: ProbeContext) -> Facts:
+        return {}
+
+    def evaluate(self, target: Target, facts: Facts) -> list[Observation]:
+        return []
+
+    @abstractmethod
+    def evaluate_fleet(self, samples: Sequence[tuple[Target, Facts]],
+                       ) -> list[tuple[Target, Observation]]:
+        """Pure: every (target, facts) of the ``reads`` probe in, failed conditions out."""

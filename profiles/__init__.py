@@ -69,6 +69,12 @@ class Authentication(_Strict):
     brute_force_attempts: int = Field(10, ge=3, le=1000)  # intrusive protection test only
 
 
+class TlsTrust(_Strict):
+    """Certificate authorities a scan trusts besides the system store (a site or vendor CA)."""
+
+    ca_files: list[str] = Field(default_factory=list)  # PEM files; relative to the profile
+
+
 class Checks(_Strict):
     include: list[str] = Field(default_factory=list)  # empty: every check the cap allows
     exclude: list[str] = Field(default_factory=list)
@@ -84,6 +90,7 @@ class ScanProfile(_Strict):
     discovery: Discovery = Discovery()
     checks: Checks = Checks()
     authentication: Authentication = Authentication()
+    tls: TlsTrust = TlsTrust()
     source: str = ""
 
     @field_validator("max_intrusiveness")
@@ -118,6 +125,17 @@ def _read(reference: str) -> tuple[str, str]:
         raise ProfileError(str(exc)) from None
 
 
+def _anchor_ca_files(data: dict[str, Any], where: str) -> None:
+    """CA paths in a profile file are relative to that file, so a profile travels with them."""
+    tls = data.get("tls")
+    if not isinstance(tls, dict) or not isinstance(tls.get("ca_files"), list) \
+            or where.startswith("built-in"):
+        return
+    base = Path(where).parent
+    tls["ca_files"] = [str(base / name) if isinstance(name, str) else name
+                       for name in tls["ca_files"]]
+
+
 def _raw(reference: str, depth: int = 0) -> tuple[dict[str, Any], str, str]:
     text, where = _read(reference)
     try:
@@ -126,6 +144,7 @@ def _raw(reference: str, depth: int = 0) -> tuple[dict[str, Any], str, str]:
         raise ProfileError(str(exc)) from None
     if not isinstance(data, dict):
         raise ProfileError(f"{where}: a profile is a mapping of settings")
+    _anchor_ca_files(data, where)
     parent = data.get("extends")
     if parent is None:
         return data, text, where
@@ -151,6 +170,10 @@ def load_profile(reference: str) -> ScanProfile:
     data, text, where = _raw(reference)
     data["source"] = where
     try:
-        return validate(ScanProfile, data, text, where)
+        profile = validate(ScanProfile, data, text, where)
     except DataFileError as exc:
         raise ProfileError(str(exc)) from None
+    for name in profile.tls.ca_files:
+        if not Path(name).is_file():
+            raise ProfileError(f"{where}: tls.ca_files: no such file {name!r}")
+    return profile

@@ -22,7 +22,16 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from probes.api import Observation, Probe, ProbeContext, ProbeSettings, Target
+from probes.api import (
+    Facts,
+    FleetCheck,
+    Observation,
+    Probe,
+    ProbeContext,
+    ProbeSettings,
+    SharedCollections,
+    Target,
+)
 from probes.registry import LoadedProbe
 from profiles import ScanProfile, Timing
 from profiles.credentials import CredentialStore
@@ -36,6 +45,7 @@ from scanner.models import (
     CheckRun,
     CheckStatus,
     Device,
+    Exchange,
     Finding,
     ManualAnswer,
     ProbeError,
@@ -175,7 +185,12 @@ class ScanEngine:
         self._clauses = clauses_by_check()
         self.settings = ProbeSettings(
             authentication=plan.profile.authentication, credentials=plan.credentials,
-            intrusiveness_cap=plan.profile.intrusiveness_cap, show_secrets=plan.show_secrets)
+            intrusiveness_cap=plan.profile.intrusiveness_cap, show_secrets=plan.show_secrets,
+            trusted_ca_files=tuple(plan.profile.tls.ca_files))
+        self._fleet = [lp.probe for lp in plan.probes if isinstance(lp.probe, FleetCheck)]
+        # Facts (and evidence) of the probes a fleet check reads, kept until the scan's end.
+        self._fleet_samples: dict[str, list[tuple[Target, Facts, list[Exchange]]]] = {
+            check.reads: [] for check in self._fleet}
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
         self.meta = ScanMeta(
@@ -205,6 +220,7 @@ class ScanEngine:
             self._record_error("engine", "-", None, exc)
         finally:
             self.network.close()
+        self._run_fleet_checks()  # partial scans too: the devices seen so far are compared
         self.meta = self.meta.model_copy(update={
             "finished_at": utc_now(), "complete": complete, "stop_reason": stop,
             "interrupted_reason": reason})
@@ -369,20 +385,25 @@ class ScanEngine:
                 if self._applies(loaded.probe, Target(device, service))]
         self.progress.probes_planned(len(runs))
         admission = WeightedSlots(self.plan.limits.per_host)
+        shared = SharedCollections()
 
         async def run_one(probe: Probe, target: Target) -> None:
             # Reserve every connection the probe may hold at once, so two probes that each
             # need a second socket cannot wait on each other until their budgets run out.
             async with admission.hold(min(probe.metadata.max_connections,
                                           self.plan.limits.per_host)):
-                await self._run_probe(probe, target)
+                await self._run_probe(probe, target, shared)
 
-        await asyncio.gather(*(run_one(probe, target) for probe, target in runs))
+        try:
+            await asyncio.gather(*(run_one(probe, target) for probe, target in runs))
+        finally:
+            shared.close()
 
-    async def _run_probe(self, probe: Probe, target: Target) -> None:
+    async def _run_probe(self, probe: Probe, target: Target,
+                         shared: SharedCollections | None = None) -> None:
         metadata = probe.metadata
         transcript = Transcript(show_secrets=self.plan.show_secrets)
-        ctx = ProbeContext(target, self.network, transcript, self.settings)
+        ctx = ProbeContext(target, self.network, transcript, self.settings, shared=shared)
         started, clock = utc_now(), time.monotonic()
         status, count, details = CheckStatus.ERROR, 0, {}
         try:
@@ -392,9 +413,13 @@ class ScanEngine:
             details = {str(k)[:64]: str(v)[:256] for k, v in
                        list(probe.summarize(facts).items())[:16]}
             for observation in observations[:100]:
-                self.store.finding(self._finding(probe, target, observation, transcript))
+                self.store.finding(self._finding(probe, target, observation,
+                                                 transcript.exchanges))
             count = min(len(observations), 100)
             status = CheckStatus.FAIL if observations else CheckStatus.PASS
+            if metadata.check_id in self._fleet_samples:
+                self._fleet_samples[metadata.check_id].append(
+                    (target, facts, transcript.exchanges))
         except TimeoutError:
             self._record_error(metadata.check_id, target.address, target.port, TimeoutError(
                 f"probe budget of {self.plan.limits.probe_budget:.1f} s used up"))
@@ -416,8 +441,32 @@ class ScanEngine:
             details=details))
         self.progress.probe_done(probe.metadata.check_id, count)
 
+    def _run_fleet_checks(self) -> None:
+        """Checks across devices, once every host is done (or the scan was stopped)."""
+        for check in self._fleet:
+            samples = self._fleet_samples.get(check.reads, [])
+            if not samples:
+                continue
+            started, clock = utc_now(), time.monotonic()
+            try:
+                failed = check.evaluate_fleet([(target, facts) for target, facts, _ in samples])
+            except Exception as exc:  # a plugin's bug loses this check only
+                self._record_error(check.metadata.check_id, "-", None, exc)
+                continue
+            evidence = {(t.address, t.port, t.service.transport): ex for t, _, ex in samples}
+            counts: dict[tuple[str, int, str], int] = {}
+            for target, observation in failed[:1000]:
+                where = (target.address, target.port, target.service.transport)
+                counts[where] = counts.get(where, 0) + 1
+                self.store.finding(self._finding(check, target, observation,
+                                                 evidence.get(where, [])))
+            for target, _, _ in samples:
+                count = counts.get((target.address, target.port, target.service.transport), 0)
+                self._record_run(check, target, CheckStatus.FAIL if count else CheckStatus.PASS,
+                                 count, started, clock, {"devices compared": str(len(samples))})
+
     def _finding(self, probe: Probe, target: Target, observation: Observation,
-                 transcript: Transcript) -> Finding:
+                 evidence: list[Exchange]) -> Finding:
         metadata = probe.metadata
         return Finding(
             id=finding_id(metadata.check_id, target.address, target.port,
@@ -427,7 +476,7 @@ class ScanEngine:
             confidence=observation.confidence, device=target.address, port=target.port,
             transport=target.service.transport, protocol=target.service.protocol,
             clauses=self._clauses.get(metadata.check_id, {}),
-            evidence=list(transcript.exchanges), facts=dict(observation.facts),
+            evidence=list(evidence), facts=dict(observation.facts),
             remediation=metadata.remediation, references=list(metadata.references),
             found_at=utc_now(),
         )

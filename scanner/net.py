@@ -105,6 +105,13 @@ class Transcript:
         self.exchanges.append(Exchange(at=utc_now(), direction=direction, endpoint=endpoint,
                                        data=text, truncated=truncated))
 
+    def append(self, exchange: Exchange) -> None:
+        """An exchange recorded elsewhere (a shared collection), within this transcript's cap."""
+        if len(self.exchanges) >= self.MAX_ENTRIES:
+            self.dropped += 1
+            return
+        self.exchanges.append(exchange)
+
 
 class _HostGate:
     """Concurrency slots and a start-rate limit for one device."""
