@@ -431,6 +431,24 @@ class _Seen:
     tried_passwords: int = 0
 
 
+async def collect_auth_methods(ctx: ProbeContext) -> Facts:
+    """One "none" request under a random user name: whether it is accepted, and the methods the
+    server lists (what ssh-none-auth and ssh-password-auth judge)."""
+    username, _ = random_credentials()
+
+    def work(session: _SshSession) -> tuple[_MethodProbe, str, str]:
+        try:
+            result = _ask_methods(session, session.open(), username)
+        except Exception as exc:
+            raise _as_connection_error(exc) from None
+        return result, session.banner, session.host_key
+
+    result, banner, host_key = await _run_session(ctx, work)
+    return {"username": username, "banner": banner, "host_key": host_key,
+            "none_accepted": result.accepted, "partial": result.partial,
+            "allowed_methods": result.allowed}
+
+
 class SshDefaultCredentials(CredentialProbe):
     credential_protocol = "ssh"
     metadata = ProbeMetadata(
@@ -515,19 +533,7 @@ class SshNoneAuth(Probe):
     )
 
     async def collect(self, ctx: ProbeContext) -> Facts:
-        username, _ = random_credentials()
-
-        def work(session: _SshSession) -> tuple[_MethodProbe, str, str]:
-            try:
-                result = _ask_methods(session, session.open(), username)
-            except Exception as exc:
-                raise _as_connection_error(exc) from None
-            return result, session.banner, session.host_key
-
-        result, banner, host_key = await _run_session(ctx, work)
-        return {"username": username, "banner": banner, "host_key": host_key,
-                "none_accepted": result.accepted, "partial": result.partial,
-                "allowed_methods": result.allowed}
+        return await collect_auth_methods(ctx)
 
     def evaluate(self, target: Target, facts: Facts) -> list[Observation]:
         if not facts.get("none_accepted"):
