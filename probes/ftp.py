@@ -156,7 +156,8 @@ async def open_control(ctx: ProbeContext) -> tuple[Connection, FtpControl, Reply
     return conn, control, greeting
 
 
-def _refusal(greeting: Reply) -> Exception | None:
+def greeting_refusal(greeting: Reply) -> Exception | None:
+    """Why a session cannot go on after this greeting (busy, not FTP), or None."""
     if greeting.code == 421:
         return ConnectionError(f"FTP service refused the session: {greeting.text}")
     if greeting.code // 100 != 2:
@@ -253,7 +254,7 @@ class FtpAnonymous(Probe):
         conn, control, greeting = await open_control(ctx)
         async with conn:
             facts["greeting"] = greeting.text
-            refusal = _refusal(greeting)
+            refusal = greeting_refusal(greeting)
             if refusal is not None:
                 raise refusal
             logged_in, seen = await login(control, "anonymous", ANONYMOUS_PASSWORD)
@@ -375,7 +376,7 @@ class FtpDefaultCredentials(CredentialProbe):
             return Attempt(Outcome.FAILURE, "not sent: a line break in the credential")
         conn, control, greeting = await open_control(ctx)
         async with conn:
-            refusal = _refusal(greeting)
+            refusal = greeting_refusal(greeting)
             if refusal is not None:
                 raise refusal
             logged_in, seen = await login(control, username, password)

@@ -2,22 +2,33 @@
 
 Order per TCP port: wait briefly for a banner (SSH, Telnet, FTP speak first); if silent, send the
 request the port hints at (MQTT CONNECT, RTSP OPTIONS) or an HTTP GET; if still nothing, try a
-TLS handshake and repeat inside it. Fragile ports (raw printing) are never sent a byte.
+TLS handshake and repeat inside it. Binary IoT services with a safe identification request
+(TP-Link 9999, Smart Install, Redis, memcached) get that request first. Fragile and industrial
+ports (raw printing, Modbus, S7, DVR binary protocols; the interface table's connect-only
+entries) are never sent a byte. UDP ports get the protocol-correct requests the interface table
+lists for them (probes/data/interfaces.yaml), in order, until one is recognised.
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
 import ssl
 from datetime import UTC
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from probes.interfaces import UdpRequest, interface_table
 from scanner.models import Certificate, Service
-from scanner.net import Connection, Network, ScopeViolation, host_for_url, insecure_tls_context
-from scanner.protocols import mqtt, telnet, tftp
+from scanner.net import (
+    Connection,
+    Network,
+    ScopeViolation,
+    Transcript,
+    host_for_url,
+    insecure_tls_context,
+)
+from scanner.protocols import iot_tcp, mqtt, telnet, udp
 from scanner.protocols.ssh import parse_banner
 from scanner.protocols.textproto import (
     USER_AGENT,
@@ -29,22 +40,20 @@ from scanner.protocols.textproto import (
     parse_head,
     response_complete,
 )
-from scanner.protocols.udp import (
-    coap_get_well_known_core,
-    parse_coap,
-    parse_snmp_response,
-    snmp_get_sysdescr,
-)
 
-# Raw printing and similar services print or act on whatever arrives (nmap #2237).
-FRAGILE_PORTS = {9100: "jetdirect", 9101: "jetdirect", 9102: "jetdirect", 515: "lpd"}
+# Raw printing and similar services print or act on whatever arrives (nmap #2237); industrial
+# controllers and DVR binary protocols may crash on an unexpected HTTP request.
+FRAGILE_PORTS = interface_table().connect_only_ports()
+SHELL_PORTS = interface_table().shell_ports()  # where a bare prompt is a debug shell
 TLS_FIRST_PORTS = {443, 465, 636, 853, 993, 995, 4433, 5061, 5986, 8443, 8883, 9443}
 PORT_HINTS = {
     21: "ftp", 22: "ssh", 23: "telnet", 25: "smtp", 80: "http", 443: "http", 554: "rtsp",
     1883: "mqtt", 2222: "ssh", 2323: "telnet", 5555: "adb", 7547: "http", 8000: "http",
     8080: "http", 8081: "http", 8443: "http", 8554: "rtsp", 8883: "mqtt", 49152: "http",
 }
-UDP_IDENTIFIERS = (69, 161, 5683)  # UDP ports we have a protocol-correct request for
+UDP_IDENTIFIERS = frozenset(port for request in interface_table().udp_requests
+                            for port in request.ports)  # ports with a protocol-correct request
+UDP_REPLY_WAIT = 2.0  # per request, or the profile's read timeout if shorter
 BANNER_WAIT = 1.5  # services that speak first do so at once; nmap's NULL probe waits longer
 CLIENT_FIRST_WAIT = 0.3  # ports whose usual protocol waits for the client (HTTP, RTSP, MQTT)
 
@@ -64,6 +73,9 @@ def _from_banner(port: int, banner: bytes) -> Service | None:
                         details={"ssh_protocol": ssh[0]})
     if _negotiates(banner) or telnet.classify_prompt(banner) in ("login", "password"):
         return None  # handled by the telnet path, which negotiates
+    if first_line.startswith("RFB ") and first_line[4:11].replace(".", "").isdigit():
+        return _service(port, "vnc", banner=first_line[:255],
+                        details={"rfb_version": first_line[4:11]})
     if first_line[:4] in ("220 ", "220-"):
         protocol = "smtp" if "SMTP" in first_line.upper() else "ftp"
         return _service(port, protocol, banner=first_line[:255])
@@ -153,6 +165,10 @@ async def _identify_plain(network: Network, host: str, port: int) -> Service | N
             recognised = _from_banner(port, banner)
             if recognised:
                 return recognised
+            if port in SHELL_PORTS and telnet.classify_prompt(
+                    telnet.split_negotiation(banner)[0]) == "shell":
+                return _service(port, "shell", banner=banner.decode("utf-8", "replace")[-255:],
+                                details={"prompt": "shell"})
             if _looks_like_telnet(banner, hint):
                 text, prompt = await telnet.read_until_prompt(conn, timeout=3.0,
                                                               initial=banner)
@@ -203,13 +219,32 @@ async def _identify_tls(network: Network, host: str, port: int) -> Service | Non
     return _service(port, protocol, tls=True, certificate=certificate, details=details)
 
 
+async def _identify_binary(network: Network, host: str, port: int) -> Service | None:
+    """The interface table's safe identification request for this port, if it has one."""
+    request = interface_table().tcp_request_for(port)
+    if request is None:
+        return None
+    protocol = iot_tcp.PROTOCOLS[request.recogniser]
+    async with await network.open_tcp(host, port) as conn:
+        await conn.send(protocol.request)
+        reply = await conn.recv_until(protocol.complete, max_bytes=protocol.max_reply)
+    details = protocol.recognise(reply)
+    if details is None:
+        return None
+    return Service(port=port, transport="tcp", protocol=request.protocol,
+                   sources=[request.recogniser], details=details)
+
+
 async def identify_tcp(network: Network, host: str, port: int) -> Service:
     """Best identification of one open TCP port; never raises for what the device does."""
     if port in FRAGILE_PORTS:
         return Service(port=port, transport="tcp", protocol=FRAGILE_PORTS[port],
-                       sources=["port"], details={"note": "fragile port: no payload sent"})
+                       sources=["port"], details={"note": "fragile port: no payload sent",
+                                                  "guess": "port number only"})
     attempts = [_identify_tls, _identify_plain] if port in TLS_FIRST_PORTS else \
         [_identify_plain, _identify_tls]
+    if interface_table().tcp_request_for(port) is not None:
+        attempts.insert(0, _identify_binary)
     problems = []
     for attempt in attempts:
         try:
@@ -227,45 +262,42 @@ async def identify_tcp(network: Network, host: str, port: int) -> Service:
 
 
 async def identify_udp(network: Network, host: str, port: int) -> Service | None:
-    """UDP answers only to a protocol-correct request; we send one where we know the protocol."""
-    if port == 161:
-        replies = await network.udp_exchange(host, port, snmp_get_sysdescr())
-        values = parse_snmp_response(replies[0]) if replies else None
-        if values is None:
-            return None
-        descr = next(iter(values.values()), "")
-        return Service(port=port, transport="udp", protocol="snmp", banner=descr[:255],
-                       sources=["snmp"], details={"community": "public", "version": "v2c"})
-    if port == 69:
-        return await _identify_tftp(network, host, port)
-    if port == 5683:
-        replies = await network.udp_exchange(host, port, coap_get_well_known_core())
-        parsed = parse_coap(replies[0]) if replies else None
-        if parsed is None:
-            return None
-        return Service(port=port, transport="udp", protocol="coap", sources=["coap"],
-                       details={"code": parsed["code"], "resources": parsed["payload"][:512]})
+    """UDP answers only to a protocol-correct request: the table's requests for this port, in
+    order, until a reply is recognised."""
+    for request in interface_table().udp_requests_for(port):
+        details = await udp_request(network, host, port, request)
+        if details is not None:
+            banner = details.pop("banner", "")
+            return Service(port=port, transport="udp", protocol=request.protocol,
+                           banner=banner, sources=[request.id], details=details)
     return None
 
 
-async def _identify_tftp(network: Network, host: str, port: int) -> Service | None:
-    """A read request for a name no server has: TFTP answers ERROR (or, rarely, DATA), from a
-    new port, so this needs a session that hears the host on any port."""
-    async with network.udp_session(host, port) as session:
-        session.send(tftp.read_request(f"iotb-{secrets.token_hex(4)}"))
+async def udp_request(network: Network, host: str, port: int, request: UdpRequest,
+                      transcript: Transcript | None = None) -> dict[str, str] | None:
+    """Send one table request and recognise the first reply; None when none is recognised.
+
+    A request whose reply comes from a new port (TFTP) uses a session that hears the host on
+    any port; a reply that starts a transfer is stopped at once."""
+    payload = udp.REQUESTS[request.request](host)
+    recognise = udp.RECOGNISERS[request.reply]
+    wait = min(network.limits.read_timeout, UDP_REPLY_WAIT)
+    if not request.any_source_port:
+        replies = await network.udp_exchange(host, port, payload, transcript=transcript,
+                                             timeout=wait)
+        return recognise(replies[0]) if replies else None
+    async with network.udp_session(host, port, transcript=transcript) as session:
+        session.send(payload)
         try:
-            data, reply_port = await session.recv(timeout=min(network.limits.read_timeout, 2.0))
+            data, reply_port = await session.recv(timeout=wait)
         except (TimeoutError, ConnectionError):
             return None
-        if not tftp.looks_like_tftp(data):
-            return None
-        packet = tftp.parse_packet(data)
-        if packet is not None and packet.opcode == tftp.OP_DATA:
-            session.send(tftp.error_packet(0, "identification only"), port=reply_port)
-        message = packet.payload.decode("utf-8", "replace") if packet and \
-            packet.opcode == tftp.OP_ERROR else ""
-        return Service(port=port, transport="udp", protocol="tftp", banner=message[:255],
-                       sources=["tftp"])
+        details = recognise(data)
+        follow_up = udp.FOLLOW_UPS.get(request.reply)
+        stop = follow_up(data) if follow_up and details is not None else None
+        if stop is not None:
+            session.send(stop, port=reply_port)
+        return details
 
 
 async def identify_all_udp(network: Network, host: str, ports: list[int]) -> list[Service]:
