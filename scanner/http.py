@@ -7,7 +7,8 @@ a device cannot send us to a host the user did not authorise. Bodies and headers
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+import ssl
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
@@ -18,6 +19,10 @@ from scanner.protocols.textproto import USER_AGENT
 
 MAX_BODY_BYTES = 256 * 1024
 MAX_REDIRECTS = 3
+
+
+class CertificateError(ConnectionError):
+    """The server's certificate failed the verification a ``tls`` context asked for."""
 
 
 @dataclass(frozen=True)
@@ -52,14 +57,20 @@ def _format_request(method: str, url: str, headers: Mapping[str, str], data: byt
 async def request(network: Network, method: str, url: str, *, transcript: Transcript | None,
                   headers: Mapping[str, str] | None = None, data: bytes | None = None,
                   follow_redirects: bool = True, max_body: int = MAX_BODY_BYTES,
-                  middlewares: tuple[aiohttp.ClientMiddlewareType, ...] = ()) -> HttpResponse:
-    """One HTTP exchange (plus in-scope redirects), recorded in the transcript."""
+                  middlewares: tuple[aiohttp.ClientMiddlewareType, ...] = (),
+                  tls: ssl.SSLContext | None = None,
+                  sink: Callable[[bytes], None] | None = None) -> HttpResponse:
+    """One HTTP exchange (plus in-scope redirects), recorded in the transcript.
+
+    ``tls`` replaces the accept-anything context (to judge a certificate); ``sink`` receives
+    the body in chunks instead of it being kept (to hash a firmware image of up to
+    ``max_body`` bytes without holding it)."""
     history: list[str] = []
     current = url
     for _ in range(MAX_REDIRECTS + 1):
         response = await _once(network, method, current, transcript=transcript,
                                headers=headers, data=data, max_body=max_body,
-                               middlewares=middlewares)
+                               middlewares=middlewares, tls=tls, sink=sink)
         location = response.header("location")
         if not (follow_redirects and response.status in (301, 302, 303, 307, 308) and location):
             return HttpResponse(response.url, response.status, response.headers, response.body,
@@ -78,9 +89,22 @@ async def request(network: Network, method: str, url: str, *, transcript: Transc
     raise ScopeViolation(f"more than {MAX_REDIRECTS} redirects from {url[:200]}")
 
 
+async def _read_body(response: aiohttp.ClientResponse, max_body: int,
+                     sink: Callable[[bytes], None] | None) -> bytes:
+    if sink is None:
+        return await response.content.read(max_body)
+    left = max_body
+    while left > 0 and (chunk := await response.content.read(min(left, 65536))):
+        sink(chunk)
+        left -= len(chunk)
+    return b""
+
+
 async def _once(network: Network, method: str, url: str, *, transcript: Transcript | None,
                 headers: Mapping[str, str] | None, data: bytes | None, max_body: int,
-                middlewares: tuple[aiohttp.ClientMiddlewareType, ...]) -> HttpResponse:
+                middlewares: tuple[aiohttp.ClientMiddlewareType, ...],
+                tls: ssl.SSLContext | None = None,
+                sink: Callable[[bytes], None] | None = None) -> HttpResponse:
     host, port = _host_port(url)
     release = await network.slot(host, port)
     sent_headers = {"User-Agent": USER_AGENT, "Accept": "*/*", **(headers or {})}
@@ -89,7 +113,7 @@ async def _once(network: Network, method: str, url: str, *, transcript: Transcri
                                     sock_read=limits.read_timeout)
     connector = aiohttp.TCPConnector(
         force_close=True, limit=1,
-        ssl=insecure_tls_context() if url.startswith("https:") else False)
+        ssl=(tls or insecure_tls_context()) if url.startswith("https:") else False)
     try:
         async with aiohttp.ClientSession(connector=connector, timeout=timeout,
                                          auto_decompress=False, max_line_size=8190,
@@ -99,7 +123,7 @@ async def _once(network: Network, method: str, url: str, *, transcript: Transcri
             async with session.request(method, url, headers=sent_headers, data=data,
                                        allow_redirects=False,
                                        middlewares=middlewares) as response:
-                body = await response.content.read(max_body)
+                body = await _read_body(response, max_body, sink)
                 truncated = False
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                     truncated = not response.content.at_eof() and \
@@ -120,7 +144,10 @@ async def _once(network: Network, method: str, url: str, *, transcript: Transcri
         # ends up in the report's errors, where the transcript's redaction does not reach.
         shown = urlsplit(url)._replace(query="", fragment="").geturl()
         detail = str(exc).replace(url, shown)
-        raise ConnectionError(f"HTTP {method} {shown[:200]}: {type(exc).__name__}: {detail}"
+        failure = CertificateError if isinstance(
+            exc, (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError)) \
+            and tls is not None else ConnectionError
+        raise failure(f"HTTP {method} {shown[:200]}: {type(exc).__name__}: {detail}"
                               [:300]) from None
     finally:
         release()
