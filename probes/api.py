@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import ssl
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -25,7 +26,7 @@ from aiohttp import ClientMiddlewareType
 
 from profiles import Authentication
 from profiles.credentials import Credential, CredentialStore
-from scanner.http import HttpResponse
+from scanner.http import MAX_BODY_BYTES, HttpResponse
 from scanner.http import request as http_request
 from scanner.models import Confidence, Device, Exchange, Intrusiveness, Service, Severity
 from scanner.net import (
@@ -43,6 +44,11 @@ PLUGIN_API_VERSION = 1
 CHECK_ID_PATTERN = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
 Facts = dict[str, Any]
+
+
+class NotApplicable(Exception):
+    """Raised by ``collect`` when it finds nothing the check tests (a device that names no
+    update URL): the run is left out, so a clause is not PASSed on a check that saw nothing."""
 
 
 @dataclass(frozen=True)
@@ -202,6 +208,14 @@ class ProbeContext:
         return await http_request(self.network, method, url, transcript=self.transcript,
                                   headers=headers, data=data,
                                   follow_redirects=follow_redirects, middlewares=middlewares)
+
+    async def fetch(self, url: str, *, method: str = "GET", tls: ssl.SSLContext | None = None,
+                    max_body: int = MAX_BODY_BYTES, sink: Callable[[bytes], None] | None = None,
+                    ) -> HttpResponse:
+        """An HTTP(S) request to any URL inside the scope (an update server the device names);
+        a URL outside it raises ScopeViolation before anything is sent."""
+        return await http_request(self.network, method, url, transcript=self.transcript,
+                                  tls=tls, max_body=max_body, sink=sink)
 
     async def run_blocking(self, function: Callable[..., T], *args: Any) -> T:
         """For blocking libraries (paramiko): the bounded thread pool, never the event loop.

@@ -1,10 +1,12 @@
 """Device profiles: what we know about a device family, as data (one YAML file per family).
 
-A profile says how to recognise the family (``match``) and, for now, how its web interface logs
-in (``login_forms``): which page to load first, where the form posts, which fields it sends and
-what a successful login looks like. Later issues add more knowledge (expected services, update
-endpoints, …) as further optional keys of the same profile, so every model here forbids unknown
-keys (a typo is an error, not a silently ignored setting) and every new key gets a default.
+A profile says how to recognise the family (``match``), which network services the family needs
+(``expected_services``, RFC 8520 MUD-style: the unneeded-interface check reports only what is
+exposed beyond them) and how its web interface logs in (``login_forms``): which page to load
+first, where the form posts, which fields it sends and what a successful login looks like.
+Later issues add more knowledge (update endpoints, …) as further optional keys of the same
+profile, so every model here forbids unknown keys (a typo is an error, not a silently ignored
+setting) and every new key gets a default.
 
 Example (``profiles/devices/openwrt-luci.yaml``)::
 
@@ -15,6 +17,8 @@ Example (``profiles/devices/openwrt-luci.yaml``)::
       terms: [openwrt, luci]          # lower-case substrings of Device.fingerprint_text()
       http_title: [luci]              # … of an HTTP service's page title
       server: []                      # … of an HTTP service's Server header
+    expected_services:                # what the device needs exposed (optional)
+      - {transport: tcp, port: 22, protocol: ssh, reason: administration over SSH}
     login_forms:
       - action: /cgi-bin/luci         # path the form is submitted to
         method: POST                  # POST (urlencoded body) or GET (query string)
@@ -43,6 +47,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from profiles.lifecycle import DisclosureFacts, FirmwareSupport, UpdateEndpoint
 from profiles.yamldata import DataFileError, parse_yaml, read_text, validate
 from scanner.models import Device, Service
 
@@ -210,13 +215,40 @@ class MatchRules(_Strict):
         return self
 
 
+class ExpectedService(_Strict):
+    """A service the device family needs: the port, the protocol (an identified protocol such
+    as ``ssh`` or an interface id of probes/data/interfaces.yaml such as ``upnp-ssdp``), or
+    both; when both are given both must hold."""
+
+    transport: Literal["tcp", "udp"] = "tcp"
+    port: int | None = Field(default=None, ge=1, le=65535)
+    protocol: str | None = Field(default=None, pattern=PROFILE_ID, max_length=64)
+    reason: str = Field(min_length=3, max_length=300)
+
+    @model_validator(mode="after")
+    def _something(self) -> ExpectedService:
+        if self.port is None and self.protocol is None:
+            raise ValueError("give a port, a protocol or both")
+        return self
+
+    def covers(self, service: Service, interface_id: str = "") -> bool:
+        """True when this declaration allows ``service`` (identified as ``interface_id``)."""
+        return service.transport == self.transport \
+            and (self.port is None or self.port == service.port) \
+            and (self.protocol is None or self.protocol in (service.protocol, interface_id))
+
+
 class DeviceProfile(_Strict):
     id: str = Field(pattern=PROFILE_ID, max_length=64)
     vendor: str = Field(min_length=1, max_length=80)
     products: list[str] = Field(default_factory=list, max_length=32)
     description: str = Field(default="", max_length=1000)
     match: MatchRules
+    expected_services: list[ExpectedService] = Field(default_factory=list, max_length=64)
     login_forms: list[LoginForm] = Field(default_factory=list, max_length=8)
+    update_endpoints: list[UpdateEndpoint] = Field(default_factory=list, max_length=8)
+    firmware: FirmwareSupport | None = None
+    disclosure: DisclosureFacts | None = None
 
 
 # --- loading -------------------------------------------------------------------------------

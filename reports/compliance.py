@@ -37,11 +37,20 @@ class Requirement(BaseModel):
     related: dict[str, list[str]] = Field(default_factory=dict)
 
 
+class OutOfScope(BaseModel):
+    """A check this framework does not speak to, and why (not an oversight)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: str
+    reason: str = Field(min_length=10, max_length=300)
+
+
 class Framework(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     id: str
     title: str
     clauses: list[Requirement]
+    out_of_scope: list[OutOfScope] = Field(default_factory=list)
 
 
 @cache

@@ -27,6 +27,7 @@ from scanner.models import (
     DeviceVerdict,
     ManualAnswer,
     ScanResult,
+    Severity,
     Verdict,
 )
 
@@ -46,17 +47,23 @@ def _automated(requirement: Requirement, device: str, result: ScanResult,
     runs = [(check, status) for check, status in runs_by_device.get(device, [])
             if check in mapped]
     ran = sorted({check for check, _ in runs})
-    if findings:
-        checks = sorted({f.check_id for f in findings})
-        return (Verdict.FAIL, f"{len(findings)} finding(s) from {', '.join(checks)}.", ran,
+    # Informational findings (no security.txt, a version banner) are shown with the clause but
+    # do not fail it: they are facts for the assessor, not counterexamples.
+    failing = [f for f in findings if f.severity is not Severity.INFO]
+    if failing:
+        checks = sorted({f.check_id for f in failing})
+        return (Verdict.FAIL, f"{len(failing)} finding(s) from {', '.join(checks)}.", ran,
                 [f.id for f in findings])
+    noted = f" {len(findings)} informational finding(s) to review." if findings else ""
     errored = sorted({check for check, status in runs if status is CheckStatus.ERROR})
     if errored:
         return (Verdict.INCONCLUSIVE, f"check(s) {', '.join(errored)} could not complete "
-                "(error, timeout or cut short); see the probe errors.", ran, [])
+                f"(error, timeout or cut short); see the probe errors.{noted}", ran,
+                [f.id for f in findings])
     if ran:
         return (Verdict.PASS, f"No counterexample found by {len(ran)} check(s) "
-                f"({', '.join(ran)}); a black-box scan cannot prove the clause is met.", ran, [])
+                f"({', '.join(ran)}); a black-box scan cannot prove the clause is met.{noted}",
+                ran, [f.id for f in findings])
     return (Verdict.NOT_APPLICABLE, "None of the mapped checks applied: the device exposes no "
             "service they test.", [], [])
 

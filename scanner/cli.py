@@ -24,7 +24,7 @@ from typing import NoReturn
 import yaml
 
 from probes.registry import load_probes
-from profiles import builtin_profile_names, load_profile
+from profiles import TlsTrust, builtin_profile_names, load_profile
 from profiles.yamldata import DataFileError
 from reports.answers import checklist, load_answers
 from reports.capture import capture_scope
@@ -358,13 +358,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             scope = build_scope(lab.addresses, excluded_ports=sorted(
                 {p for ports in (parse_ports(excluded) if excluded else {}).values()
                  for p in ports}))
+            out_dir = _out_dir(args.out)
+            # The lab's CA is trusted the way a site trusts its vendor's: named by the profile.
+            ca_file = out_dir / "lab-ca.pem"
+            out_dir.mkdir(parents=True, exist_ok=True)
+            ca_file.write_bytes(lab.ca.pem)
+            profile = load_profile(DEFAULT_PROFILE)
+            profile = profile.model_copy(update={"tls": TlsTrust(ca_files=[str(ca_file)])})
             # Only the lab's own ports: whatever else listens on this machine is not the demo.
             plan = ScanPlan.build(
-                scope, load_profile(DEFAULT_PROFILE), load_probes()[0],
+                scope, profile, load_probes()[0],
                 ports={"tcp": lab.tcp_ports, "udp": lab.udp_ports},
                 command_line=["iotbaseline", "demo"])
             plan.formats = _formats(DEFAULT_FORMATS)
-            out_dir = _out_dir(args.out)
             return await _run_engine(plan, out_dir), out_dir
 
     result, out_dir = asyncio.run(run())

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from probes.api import (
     Facts,
     FleetCheck,
+    NotApplicable,
     Observation,
     Probe,
     ProbeContext,
@@ -321,7 +322,7 @@ class ScanEngine:
                 facts.merge(unicast.get(address, lan.LanFacts()))
             except Exception as exc:  # enrichment only: the device is kept without it
                 self._record_error("ssdp", address, 1900, exc)
-        if facts.upnp:
+        if facts.upnp and not any(s.port == 1900 and s.transport == "udp" for s in services):
             services.append(Service(port=1900, transport="udp", protocol="ssdp",
                                     banner=facts.upnp.get("server", ""), sources=["ssdp"]))
         if not services and not facts.sources:
@@ -420,6 +421,9 @@ class ScanEngine:
             if metadata.check_id in self._fleet_samples:
                 self._fleet_samples[metadata.check_id].append(
                     (target, facts, transcript.exchanges))
+        except NotApplicable:
+            self.progress.probe_done(metadata.check_id, 0)
+            return
         except TimeoutError:
             self._record_error(metadata.check_id, target.address, target.port, TimeoutError(
                 f"probe budget of {self.plan.limits.probe_budget:.1f} s used up"))

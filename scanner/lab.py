@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.utils import formatdate
 from functools import partial
 from http import HTTPStatus
@@ -214,6 +214,17 @@ class _Reply:
 
 App = Callable[[str, str, Mapping[str, str]], _Reply]  # (method, path, headers) -> reply
 _NOT_FOUND_BODY = b"<html><head><title>404 Not Found</title></head><body>Not Found</body></html>"
+
+
+HSTS = (("Strict-Transport-Security", "max-age=31536000"),)
+
+
+def _security_txt() -> bytes:
+    """RFC 9116 contact for the hardened device, valid for half a year from now."""
+    expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=180)
+    return (f"Contact: mailto:psirt@thermostat.lab.example\n"
+            f"Expires: {expires.replace(microsecond=0).isoformat()}\n"
+            "Policy: https://thermostat.lab.example/security-policy\n").encode()
 
 
 def _page(title: str, body: str = "") -> _Reply:
@@ -654,39 +665,63 @@ class _SsdpResponder(asyncio.DatagramProtocol):
 # --- TLS ------------------------------------------------------------------------------------
 
 
-def _self_signed_context(common_name: str, address: str) -> ssl.SSLContext:
-    """A fresh EC P-256 self-signed certificate, as an appliance generates on first boot."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=365))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName(common_name), x509.IPAddress(ipaddress.ip_address(address))]
-            ),
-            critical=False,
+class LabCertificateAuthority:
+    """The lab's own CA: the hardened thermostat's certificate chains to it, and the demo trusts
+    it through its profile (tls.ca_files), as a site trusts its device vendor's CA."""
+
+    def __init__(self) -> None:
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        self._name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
+                                                   "iotbaseline demo lab CA")])
+        now = datetime.datetime.now(datetime.UTC)
+        self.certificate = (
+            x509.CertificateBuilder()
+            .subject_name(self._name)
+            .issuer_name(self._name)
+            .public_key(self._key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .sign(self._key, hashes.SHA256())
         )
-        .sign(key, hashes.SHA256())
-    )
-    pem = certificate.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    # load_cert_chain only reads files; the key lives on disk only for this call.
-    with tempfile.TemporaryDirectory() as directory:
-        path = Path(directory) / "server.pem"
-        path.write_bytes(pem)
-        context.load_cert_chain(path)
-    return context
+
+    @property
+    def pem(self) -> bytes:
+        return self.certificate.public_bytes(serialization.Encoding.PEM)
+
+    def server_context(self, common_name: str, address: str) -> ssl.SSLContext:
+        """A fresh EC P-256 certificate for the device's name and address, signed by the CA."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.UTC)
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .issuer_name(self._name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName(common_name), x509.IPAddress(ipaddress.ip_address(address))]
+                ),
+                critical=False,
+            )
+            .sign(self._key, hashes.SHA256())
+        )
+        pem = certificate.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        # load_cert_chain only reads files; the key lives on disk only for this call.
+        with tempfile.TemporaryDirectory() as directory:
+            path = Path(directory) / "server.pem"
+            path.write_bytes(pem)
+            context.load_cert_chain(path)
+        return context
 
 
 async def _serve_tls(
@@ -716,7 +751,8 @@ HUB_INFO = json.dumps({"model": "SmartHub 2", "firmware": "1.4.2", "vendor": "Ac
 HUB_RETAINED = (("home/livingroom/temperature", "21.5"), ("home/frontdoor/lock", "locked"))
 
 
-def _behaviour(device: LabDevice, service: LabService) -> Handler:
+def _behaviour(device: LabDevice, service: LabService,
+               ca: LabCertificateAuthority) -> Handler:
     """The TCP handler for one service of one device kind."""
     match device.kind, service.protocol:
         case "camera", "telnet":
@@ -757,8 +793,11 @@ def _behaviour(device: LabDevice, service: LabService) -> Handler:
         case "thermostat", "https":
             return partial(
                 _serve_tls,
-                _self_signed_context(f"{device.kind}.lab", device.address),
-                partial(_serve_http, server="nginx", app=_site({"/": _page("Thermostat")})),
+                ca.server_context(f"{device.kind}.lab", device.address),
+                partial(_serve_http, server="nginx", app=_site({
+                    "/": replace(_page("Thermostat"), headers=HSTS),
+                    "/.well-known/security.txt": _Reply(200, _security_txt(), "text/plain",
+                                                        headers=HSTS)})),
             )
     raise ValueError(f"no lab behaviour for {device.kind}/{service.protocol}/{service.transport}")
 
@@ -774,6 +813,7 @@ class Lab:
             # The lab must never become reachable from (or answer to) a real network.
             if not ipaddress.ip_address(device.address).is_loopback:
                 raise ValueError(f"lab address {device.address} is not a loopback address")
+        self.ca = LabCertificateAuthority()
         self.connection_counts: dict[tuple[str, int], int] = {}
         self._servers: list[asyncio.Server] = []
         self._datagrams: list[asyncio.DatagramTransport] = []
@@ -826,7 +866,8 @@ class Lab:
                         self._listen_ssh(device, service)
                         continue
                     server = await asyncio.start_server(
-                        self._tracked(device.address, service.port, _behaviour(device, service)),
+                        self._tracked(device.address, service.port,
+                                      _behaviour(device, service, self.ca)),
                         device.address,
                         service.port,
                         limit=MAX_HEAD,

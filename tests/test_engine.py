@@ -76,8 +76,10 @@ async def test_telnet_device_gives_a_mapped_finding_with_evidence(run_scan: Scan
     assert result.meta.complete
     [found] = result.devices
     assert [(s.port, s.protocol) for s in found.services] == [(2323, "telnet")]
-    [finding] = result.findings
-    assert finding.check_id == "telnet-exposed" and finding.port == 2323
+    assert sorted(f.check_id for f in result.findings) == [
+        "telnet-exposed", "unneeded-interface-exposed", "version-disclosure"]
+    [finding] = [f for f in result.findings if f.check_id == "telnet-exposed"]
+    assert finding.port == 2323
     assert finding.clauses["iso-iec-27402-2023"] == ["5.2.2", "5.2.5", "5.2.6"]
     received = [e.data for e in finding.evidence if e.direction == "received"]
     assert any("login:" in data for data in received)

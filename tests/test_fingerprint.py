@@ -55,7 +55,8 @@ async def test_client_first_protocols_and_tls_on_odd_ports() -> None:
     assert rtsp.protocol == "rtsp" and "DESCRIBE" in rtsp.details["methods"]
     assert mqtt.protocol == "mqtt" and mqtt.details["connack"] == "accepted"
     assert tls.protocol == "http" and tls.tls and tls.details["title"] == "Thermostat"
-    assert tls.certificate is not None and tls.certificate.self_signed
+    assert tls.certificate is not None and not tls.certificate.self_signed
+    assert tls.certificate.issuer == "CN=iotbaseline demo lab CA"
     assert "127.92.1.14" in tls.certificate.subject_alt_names
 
 

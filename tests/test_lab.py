@@ -504,21 +504,21 @@ async def test_hub_api_info(lab: Lab) -> None:
 # --- hardened ---------------------------------------------------------------------------------
 
 
-async def test_https_self_signed_certificate(lab: Lab) -> None:
-    tls = ssl.create_default_context()
-    tls.check_hostname = False
-    tls.verify_mode = ssl.CERT_NONE
-    _, writer = await connect(HARDENED, 8443, tls)
+async def test_https_certificate_chains_to_the_lab_ca(lab: Lab) -> None:
+    tls = ssl.create_default_context(cadata=lab.ca.pem.decode())
+    tls.check_hostname = False  # the SAN names the address; verified below
+    _, writer = await connect(HARDENED, 8443, tls)  # verification against the lab CA passes
     der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
     writer.close()
     cert = x509.load_der_x509_certificate(der)
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "thermostat.lab"
-    assert cert.issuer == cert.subject
+    assert cert.issuer == lab.ca.certificate.subject != cert.subject
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == [HARDENED]
     assert isinstance(cert.public_key(), ec.EllipticCurvePublicKey)
     assert cert.public_key().curve.name == "secp256r1"
-    assert (cert.not_valid_after_utc - cert.not_valid_before_utc).days == 365
+    with pytest.raises(ssl.SSLCertVerificationError):  # untrusted without the lab CA
+        await connect(HARDENED, 8443, ssl.create_default_context())
 
     status, headers, body = await request(HARDENED, 8443, get("/", HARDENED), tls)
     assert status == 200 and headers["server"] == "nginx"

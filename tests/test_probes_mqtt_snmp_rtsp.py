@@ -46,7 +46,7 @@ from probes.rtsp import (
 from probes.snmp import SnmpDefaultCommunity, parse_next_response, write_capability
 from profiles import Authentication
 from profiles.credentials import CredentialEntry, CredentialStore
-from scanner.lab import _self_signed_context
+from scanner.lab import LabCertificateAuthority
 from scanner.models import Device, Intrusiveness, Service, Severity
 from scanner.net import REDACTED, Limits, Network, Transcript
 from tests import fakes
@@ -354,7 +354,7 @@ async def test_mqtt_v5_only_broker_is_retried_at_level_5() -> None:
 
 async def test_mqtt_over_tls_is_reached_with_tls() -> None:
     address, broker = f"{NET}.19", Broker(anonymous=True)
-    context = _self_signed_context("broker.local", address)
+    context = LabCertificateAuthority().server_context("broker.local", address)
 
     async def tls_broker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await writer.start_tls(context, ssl_handshake_timeout=2.0)

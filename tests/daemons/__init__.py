@@ -16,7 +16,14 @@ bind-mounted over ``/etc/passwd``, ``/etc/shadow``, ``/etc/group``, ``/etc/nsswi
     mosquitto-anon    127.95.0.5:1883     tcp        anonymous MQTT clients
     mosquitto-auth    127.95.0.15:1883    tcp        iot/iot only (anonymous gets CONNACK 5)
     snmpd             127.95.0.6:161      udp        v1/v2c public (ro), private (rw) from 127/8
+    coap-server       127.95.0.40:5683    udp        CoAP without DTLS (libcoap example resources)
     openssh-keyonly   127.95.0.7:22       tcp        public key only (Daemon.extra["client_key"])
+    stunnel-weak      127.95.0.20:443     tcp        TLS 1.0-1.2, NULL/anon/static-RSA suites,
+                                                 expired self-signed RSA-1024 SHA-1 cert
+    stunnel-strong    127.95.0.21:443     tcp        TLS 1.2+, ECDHE-AEAD only, test-CA cert naming
+                                                 the address (Daemon.extra["ca_file"]), HSTS
+    openssh-weak      127.95.0.31:22      tcp        admin/admin; legacy algorithms, RSA-1024 + DSA
+    openssh-hardened  127.95.0.32:22      tcp        keys only; modern algorithms, Ed25519
 
 Every address is in 127.95.0.0/24 and no port is 2024 (both are asserted). One daemon of a
 given name at a time on a machine, since the address is fixed; different names can run together.
@@ -387,6 +394,12 @@ def _snmpd(w: _Work) -> _Launch:
                                          "sysdescr": SNMP_SYSDESCR})
 
 
+def _coap_server(w: _Work) -> _Launch:
+    # libcoap's example server: /.well-known/core lists /time, /async, /example_data
+    return _Launch([_which("coap-server-notls") or "coap-server-notls", "-A", w.address,
+                    "-p", str(w.port)])
+
+
 def _openssh(w: _Work) -> _Launch:
     host_key, client_key = w.path("ssh_host_ed25519_key"), w.path("client_ed25519")
     _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "iotbaseline-host",
@@ -410,6 +423,42 @@ def _openssh(w: _Work) -> _Launch:
                    username=ADMIN[0], password=None,
                    extra={"client_key": str(client_key), "host_key": str(host_key),
                           "auth_methods": "publickey"})
+
+
+def _openssh_crypto(w: _Work, template: str, host_keys: tuple[tuple[str, int], ...],
+                    password_login: bool) -> _Launch:
+    """An sshd whose algorithm offer comes from ``template`` and whose host keys are made here
+    (type, bits; 0 for the type's only size)."""
+    paths = []
+    for key_type, bits in host_keys:
+        path = w.path(f"ssh_host_{key_type}_{bits or 'key'}")
+        _run(["ssh-keygen", "-q", "-t", key_type, *(["-b", str(bits)] if bits else []),
+              "-N", "", "-C", "iotbaseline-host", "-f", str(path)])
+        paths.append(path)
+    privsep = Path("/run/sshd")
+    if not privsep.is_dir():
+        privsep.mkdir(mode=0o755, parents=True)
+    conf = w.render(template, host_keys="\n".join(f"HostKey {p}" for p in paths))
+    return _Launch([_which("sshd") or "/usr/sbin/sshd", "-D", "-e", "-f", str(conf)],
+                   username=ADMIN[0], password=ADMIN[1] if password_login else None,
+                   extra={"host_keys": ",".join(str(p) for p in paths)})
+
+
+def _stunnel(w: _Work, strong: bool) -> _Launch:
+    from tests.tls_certs import ca_signed, weak_self_signed
+
+    certs = ca_signed(w.dir, [w.address]) if strong else weak_self_signed(w.dir, w.address)
+    hsts = "Strict-Transport-Security: max-age=31536000\\r\\n" if strong else ""
+    responder = w.path("respond.sh")  # one bounded HTTP answer per TLS connection
+    responder.write_text("timeout 5 head -n 1 >/dev/null\n"  # the request line, if any
+                         f"printf 'HTTP/1.0 200 OK\\r\\n{hsts}"
+                         "Content-Length: 3\\r\\n\\r\\nok\\n'\n")
+    conf = w.render(f"stunnel-{'strong' if strong else 'weak'}.conf", cert=certs.cert,
+                    key=certs.key, responder=responder)
+    extra = {"cert": str(certs.cert)}
+    if certs.ca is not None:
+        extra["ca_file"] = str(certs.ca)
+    return _Launch([_which("stunnel4") or "stunnel4", str(conf)], extra=extra)
 
 
 @functools.cache
@@ -444,9 +493,23 @@ SPECS: Mapping[str, _Spec] = MappingProxyType({
                             (("mosquitto", "mosquitto"), ("mosquitto_passwd", "mosquitto")),
                             lambda w: _mosquitto(w, auth=True)),
     "snmpd": _Spec("127.95.0.6", 161, "udp", (("snmpd", "snmpd"),), _snmpd),
+    "coap-server": _Spec("127.95.0.40", 5683, "udp", (("coap-server-notls", "libcoap3-bin"),),
+                         _coap_server),
     "openssh-keyonly": _Spec("127.95.0.7", 22, "tcp",
                              (("sshd", "openssh-server"), ("ssh-keygen", "openssh-client")),
                              _openssh),
+    "openssh-weak": _Spec("127.95.0.31", 22, "tcp",
+                          (("sshd", "openssh-server"), ("ssh-keygen", "openssh-client")),
+                          lambda w: _openssh_crypto(w, "sshd-weak.conf",
+                                                    (("rsa", 1024), ("dsa", 1024)), True)),
+    "openssh-hardened": _Spec("127.95.0.32", 22, "tcp",
+                              (("sshd", "openssh-server"), ("ssh-keygen", "openssh-client")),
+                              lambda w: _openssh_crypto(w, "sshd-hardened.conf",
+                                                        (("ed25519", 0),), False)),
+    "stunnel-weak": _Spec("127.95.0.20", 443, "tcp", (("stunnel4", "stunnel4"),),
+                          lambda w: _stunnel(w, strong=False)),
+    "stunnel-strong": _Spec("127.95.0.21", 443, "tcp", (("stunnel4", "stunnel4"),),
+                            lambda w: _stunnel(w, strong=True)),
 })
 NAMES: tuple[str, ...] = tuple(SPECS)
 DEBIAN_PACKAGES: tuple[str, ...] = tuple(sorted({pkg for s in SPECS.values() for _, pkg in s.needs}
