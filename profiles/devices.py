@@ -17,6 +17,13 @@ Example (``profiles/devices/openwrt-luci.yaml``)::
       terms: [openwrt, luci]          # lower-case substrings of Device.fingerprint_text()
       http_title: [luci]              # … of an HTTP service's page title
       server: []                      # … of an HTTP service's Server header
+      banner: []                      # … of any service's banner or product (SSH, FTP, …)
+      certificate_subject: []         # … of any service's TLS certificate subject
+      oui_vendor: []                  # … of the vendor the MAC address's OUI is registered to
+      upnp_manufacturer: []           # … of the UPnP description's manufacturer
+      upnp_model: []                  # … of its modelName, modelNumber or modelDescription
+      mdns_service: []                # … of an advertised mDNS service type (_hue._tcp)
+      source: https://…               # where these identifiers are documented
     expected_services:                # what the device needs exposed (optional)
       - {transport: tcp, port: 22, protocol: ssh, reason: administration over SSH}
     login_forms:
@@ -56,6 +63,9 @@ PATH = re.compile(r"^/(?!/)[^\s#]*$")  # a path on the target itself, optionally
 TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")  # RFC 9110 token: header/cookie names
 COMPUTED_HEADERS = {"host", "content-length", "cookie"}  # set by the probe, never by a profile
 MIN_TERM = 3  # shorter match terms would match nearly every fingerprint
+MATCH_KEYS = ("terms", "http_title", "server", "banner", "certificate_subject", "oui_vendor",
+              "upnp_manufacturer", "upnp_model", "mdns_service")
+UPNP_MODEL_FIELDS = ("modelName", "modelNumber", "modelDescription")
 
 
 class DeviceProfileError(DataFileError):
@@ -192,13 +202,25 @@ class LoginForm(_Strict):
 
 
 class MatchRules(_Strict):
-    """A profile matches a device when any rule matches (all lower-case substrings)."""
+    """A profile matches a device when any rule matches (all lower-case substrings).
+
+    ``terms`` search every identifying string at once; the other keys each look at one field
+    only, so a family can be recognised by what only it sends there (a UPnP manufacturer, an
+    mDNS service type, a certificate subject) without matching every device that merely
+    mentions the name somewhere."""
 
     terms: list[str] = Field(default_factory=list, max_length=32)  # of the fingerprint text
     http_title: list[str] = Field(default_factory=list, max_length=32)  # of a page title
     server: list[str] = Field(default_factory=list, max_length=32)  # of a Server header
+    banner: list[str] = Field(default_factory=list, max_length=32)  # of any service's banner
+    certificate_subject: list[str] = Field(default_factory=list, max_length=32)
+    oui_vendor: list[str] = Field(default_factory=list, max_length=32)  # Device.vendor
+    upnp_manufacturer: list[str] = Field(default_factory=list, max_length=32)
+    upnp_model: list[str] = Field(default_factory=list, max_length=32)
+    mdns_service: list[str] = Field(default_factory=list, max_length=32)
+    source: str = Field(default="", max_length=600)  # where these identifiers are documented
 
-    @field_validator("terms", "http_title", "server")
+    @field_validator(*MATCH_KEYS)
     @classmethod
     def _lower(cls, values: list[str]) -> list[str]:
         for value in values:
@@ -210,8 +232,8 @@ class MatchRules(_Strict):
 
     @model_validator(mode="after")
     def _something(self) -> MatchRules:
-        if not (self.terms or self.http_title or self.server):
-            raise ValueError("give at least one of terms, http_title or server")
+        if not any(getattr(self, key) for key in MATCH_KEYS):
+            raise ValueError(f"give at least one of {', '.join(MATCH_KEYS)}")
         return self
 
 
@@ -224,6 +246,7 @@ class ExpectedService(_Strict):
     port: int | None = Field(default=None, ge=1, le=65535)
     protocol: str | None = Field(default=None, pattern=PROFILE_ID, max_length=64)
     reason: str = Field(min_length=3, max_length=300)
+    source: str = Field(default="", max_length=400)  # where the vendor documents the need
 
     @model_validator(mode="after")
     def _something(self) -> ExpectedService:
@@ -317,10 +340,27 @@ def service_matches(profile: DeviceProfile, service: Service) -> bool:
         any(rule in server for rule in profile.match.server)
 
 
+def _any_contains(rules: list[str], values: Iterable[str | None]) -> bool:
+    texts = [value.lower() for value in values if value]
+    return any(rule in text for rule in rules for text in texts)
+
+
+def _any_service_matches(profile: DeviceProfile, service: Service) -> bool:
+    rules = profile.match
+    subject = service.certificate.subject if service.certificate is not None else None
+    return service_matches(profile, service) or \
+        _any_contains(rules.banner, (service.banner, service.product)) or \
+        _any_contains(rules.certificate_subject, (subject,))
+
+
 def profile_matches(profile: DeviceProfile, device: Device) -> bool:
-    text = device.fingerprint_text().lower()
-    return any(term in text for term in profile.match.terms) or \
-        any(service_matches(profile, service) for service in device.services)
+    rules = profile.match
+    return _any_contains(rules.terms, (device.fingerprint_text(),)) or \
+        _any_contains(rules.oui_vendor, (device.vendor,)) or \
+        _any_contains(rules.upnp_manufacturer, (device.upnp.get("manufacturer"),)) or \
+        _any_contains(rules.upnp_model, (device.upnp.get(key) for key in UPNP_MODEL_FIELDS)) or \
+        _any_contains(rules.mdns_service, device.mdns_services) or \
+        any(_any_service_matches(profile, service) for service in device.services)
 
 
 def matching_profiles(profiles: Iterable[DeviceProfile], device: Device) -> list[DeviceProfile]:
