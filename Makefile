@@ -32,8 +32,11 @@ system-deps:
 	  [ -z "$$made" ] || rm -f /usr/sbin/policy-rc.d; [ $$rc = 0 ] || exit $$rc; \
 	else echo "not root: cannot install$$missing; tests needing them will be skipped"; fi
 
+# The example third-party plugin is installed for the tests only (tests/test_plugin_example.py
+# scans with it); --no-deps: its one dependency, iotbaseline, is the checkout installed above.
 test-install: $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --no-deps -e examples/iotbaseline-example-plugin
 
 test: system-deps test-install
 	$(BIN)/ruff check .

@@ -1,19 +1,27 @@
 """Compliance frameworks as data: each file maps requirement ids to the check ids evidencing them.
 
 A finding's clause ids are built by reversing those files, so adding a standard is adding a file.
+A probe plugin maps its own checks without touching ours: it registers a mapping file under the
+``iotbaseline.frameworks`` entry-point group, and that file's checks are merged into the
+frameworks' clauses, so verdicts and every report format treat them like built-in checks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from functools import cache
+from importlib.metadata import EntryPoint, entry_points
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
+
+from probes.registry import LoadError, load_probes
 
 PRIMARY_FRAMEWORK = "iso-iec-27402-2023"  # the standard iotbaseline is built around: listed first
+MAPPING_ENTRY_POINT_GROUP = "iotbaseline.frameworks"
 
 
 class FrameworkError(ValueError):
@@ -53,11 +61,98 @@ class Framework(BaseModel):
     out_of_scope: list[OutOfScope] = Field(default_factory=list)
 
 
+class PluginMapping(RootModel[dict[str, dict[str, list[CheckRef]]]]):
+    """A plugin's mapping file: framework id -> requirement id -> the plugin's checks for it."""
+
+
+ClauseKey = tuple[str, str]  # (framework id, requirement id)
+
+
 @cache
+def _frameworks_and_mapping_errors() -> tuple[tuple[Framework, ...], tuple[LoadError, ...]]:
+    shipped = load_frameworks_from(files("reports").joinpath("frameworks"))
+    entries = list(entry_points(group=MAPPING_ENTRY_POINT_GROUP))
+    provided: dict[str, set[str]] = {}
+    if entries:  # which plugin loaded which checks: only then worth importing every probe
+        for loaded in load_probes()[0]:
+            if not loaded.builtin:
+                provided.setdefault(loaded.source, set()).add(loaded.probe.metadata.check_id)
+    merged, errors = with_plugin_mappings(shipped, entries, provided)
+    return tuple(sorted(merged, key=lambda f: f.id != PRIMARY_FRAMEWORK)), tuple(errors)
+
+
 def load_frameworks() -> tuple[Framework, ...]:
-    """Every framework file shipped in ``reports/frameworks``, the primary one first."""
-    loaded = load_frameworks_from(files("reports").joinpath("frameworks"))
-    return tuple(sorted(loaded, key=lambda f: f.id != PRIMARY_FRAMEWORK))
+    """Every framework file shipped in ``reports/frameworks`` with the installed plugins'
+    mappings merged in, the primary one first."""
+    return _frameworks_and_mapping_errors()[0]
+
+
+def mapping_errors() -> tuple[LoadError, ...]:
+    """Plugin mapping files that were refused, and why (``iotbaseline plugins`` shows them)."""
+    return _frameworks_and_mapping_errors()[1]
+
+
+def with_plugin_mappings(frameworks: Iterable[Framework], entries: Iterable[EntryPoint],
+                         provided: Mapping[str, set[str]],
+                         ) -> tuple[tuple[Framework, ...], list[LoadError]]:
+    """The frameworks with each plugin mapping file's checks added to their clauses.
+
+    ``provided`` is, per source ("distribution version"), the check ids the probe registry
+    loaded from it. A plugin maps only those (never a built-in check, nor one it lost to an id
+    collision: either would silently change verdicts), and only to clauses that exist. A file
+    breaking a rule is refused whole, as a load error; the scan goes on without it.
+    """
+    frameworks = tuple(frameworks)
+    known = {f.id: {r.id for r in f.clauses} for f in frameworks}
+    added: dict[ClauseKey, list[CheckRef]] = {}
+    errors = []
+    for entry_point in entries:
+        dist = entry_point.dist
+        source = f"{dist.name} {dist.version}" if dist is not None else "unknown"
+        try:
+            mapping = _plugin_mapping(entry_point, known, provided.get(source, set()))
+        except Exception as exc:  # a broken plugin must not stop the scan
+            errors.append(LoadError(entry_point.name, source,
+                                    f"{type(exc).__name__}: {exc}".splitlines()[0]))
+            continue
+        for key, checks in mapping.items():
+            added.setdefault(key, []).extend(checks)
+    return tuple(_with_checks(f, added) for f in frameworks), errors
+
+
+def _plugin_mapping(entry_point: EntryPoint, known: Mapping[str, set[str]], own: set[str],
+                    ) -> dict[ClauseKey, list[CheckRef]]:
+    resource = entry_point.load()
+    if not isinstance(resource, Traversable):
+        raise TypeError(f"{entry_point.value} is not a file; point it at "
+                        "importlib.resources.files(__package__) / 'frameworks.yaml'")
+    mapping = PluginMapping.model_validate(yaml.safe_load(resource.read_text("utf-8"))).root
+    found: dict[ClauseKey, list[CheckRef]] = {}
+    for framework_id, clauses in mapping.items():
+        if framework_id not in known:
+            raise ValueError(f"unknown framework {framework_id!r}")
+        for clause_id, checks in clauses.items():
+            if clause_id not in known[framework_id]:
+                raise ValueError(f"{framework_id} has no clause {clause_id!r}")
+            foreign = [check.id for check in checks if check.id not in own]
+            if foreign:
+                raise ValueError(f"check {foreign[0]!r} is not a probe this package provides; "
+                                 "a plugin maps only its own checks")
+            found[(framework_id, clause_id)] = checks
+    return found
+
+
+def _with_checks(framework: Framework, added: Mapping[ClauseKey, list[CheckRef]]) -> Framework:
+    clauses = []
+    for requirement in framework.clauses:
+        extra = added.get((framework.id, requirement.id), [])
+        present = {check.id for check in requirement.checks}
+        new = [check for check in extra if check.id not in present]
+        if new:
+            requirement = requirement.model_copy(update={
+                "checks": [*requirement.checks, *{c.id: c for c in new}.values()]})
+        clauses.append(requirement)
+    return framework.model_copy(update={"clauses": clauses})
 
 
 def select_frameworks(ids: list[str] | None) -> tuple[Framework, ...]:
