@@ -98,7 +98,7 @@ def _octets(index: tuple[int, ...], start: int) -> tuple[str, int]:
         raise ValueError("index too short")
     length = index[start]
     end = start + 1 + length
-    if end > len(index) or any(not 0 <= part < 256 for part in index[start + 1:end]):
+    if length < 0 or end > len(index) or any(not 0 <= part < 256 for part in index[start + 1:end]):
         raise ValueError("bad octet string index")
     return bytes(index[start + 1:end]).decode("utf-8", "replace"), end
 

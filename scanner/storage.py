@@ -21,7 +21,11 @@ REPORT_NAME = "report.json"
 def write_private(path: Path, text: str) -> None:
     """Atomic, owner-only write: reports hold evidence about devices (and maybe secrets)."""
     temporary = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A leftover temporary (a killed run) or a planted symlink keeps its own mode or target
+    # under O_CREAT alone: remove it, then create afresh and never follow a link.
+    temporary.unlink(missing_ok=True)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
+                 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
     os.replace(temporary, path)
