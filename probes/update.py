@@ -3,9 +3,9 @@
 No peer checks update integrity from the network side. The device profile names the vendor's
 update manifest (a URL template filled with what discovery learnt: model, firmware, address) and
 how it is protected (digest, signature scheme, vendor key); the device itself may name more
-update URLs in its UPnP description or JSON info API. Every URL is fetched only when its host is
-inside the scan's scope; others are reported as facts and never contacted. Only GET is used:
-nothing is uploaded, no update is triggered.
+update URLs in its UPnP description, DNS-SD TXT records or JSON info API. Every URL is fetched
+only when its host is inside the scan's scope; others are reported as facts and never contacted.
+Only GET is used: nothing is uploaded, no update is triggered.
 
 Device-level checks run once per device, on its first web service (or its first service when it
 has none), so a device with three web ports is not checked three times.
@@ -211,6 +211,23 @@ def _json_values(data: Any, keys: tuple[str, ...], depth: int = 0) -> list[str]:
     return found
 
 
+def update_urls_in_json(data: Any, under_update_key: bool = False, depth: int = 0) -> list[str]:
+    """URLs a device's JSON names under an update-ish key ({"update": {"url": …}}), whatever
+    their path looks like."""
+    found: list[str] = []
+    if depth > 5:
+        return found
+    items = list(data.items())[:200] if isinstance(data, dict) else \
+        [("", item) for item in data[:50]] if isinstance(data, list) else []
+    for key, value in items:
+        flagged = under_update_key or bool(UPDATE_WORDS.search(str(key)))
+        if isinstance(value, str) and flagged and URL_IN_TEXT.fullmatch(value.strip()):
+            found.append(value.strip())
+        elif isinstance(value, (dict, list)):
+            found += update_urls_in_json(value, flagged, depth + 1)
+    return found[:MAX_DISCOVERED_URLS]
+
+
 def update_urls_in_text(text: str) -> list[str]:
     """Absolute URLs that look like an update channel (firmware, update, upgrade, OTA)."""
     found = []
@@ -370,7 +387,8 @@ async def collect_update_channel(ctx: ProbeContext, profiles: list[DeviceProfile
                                   "value is unknown)")
             else:
                 candidates.append((url, f"profile {profile.id}", endpoint))
-    discovered_text = " ".join(device.upnp.values())
+    discovered_text = " ".join([*device.upnp.values(), *device.mdns_properties.values()])
+    json_urls: list[str] = []
     web = device_anchor(device)
     if web is not None and web.protocol == "http":
         for entry in update_paths().info_paths:
@@ -389,6 +407,7 @@ async def collect_update_channel(ctx: ProbeContext, profiles: list[DeviceProfile
             except ValueError:
                 continue
             discovered_text += " " + response.text[:65536]
+            json_urls += update_urls_in_json(info)
             if not version:
                 found = _json_values(info, FIRMWARE_KEYS)
                 if found:
@@ -401,7 +420,7 @@ async def collect_update_channel(ctx: ProbeContext, profiles: list[DeviceProfile
                 if found_version:
                     version, version_source = found_version, f"banner (profile {profile.id})"
                     break
-    for url in update_urls_in_text(discovered_text):
+    for url in [*json_urls, *update_urls_in_text(discovered_text)]:
         if all(url != known for known, _, _ in candidates):
             candidates.append((url, "device", None))
     channels = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -31,7 +32,9 @@ from reports.capture import capture_scope
 from reports.compliance import (
     PRIMARY_FRAMEWORK,
     FrameworkError,
+    clauses_by_check,
     load_frameworks,
+    mapping_errors,
     select_frameworks,
 )
 from reports.diff import diff_results, render_diff_json, render_diff_text
@@ -194,7 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("profile", metavar="NAME|PATH")
     check = profile_commands.add_parser("validate", help="check a profile file; exit 2 if bad")
     check.add_argument("profile", metavar="PATH")
-    commands.add_parser("plugins", help="list the probes that are installed")
+    plugins_parser = commands.add_parser(
+        "plugins", help="list the installed checks, their source package and what was refused")
+    plugins_parser.add_subparsers(dest="plugins_command", parser_class=_Parser).add_parser(
+        "list", help="the same as plain `plugins`")
     commands.add_parser("version", help="print the version")
     return parser
 
@@ -232,6 +238,9 @@ def _plan(args: argparse.Namespace, with_checks: bool) -> ScanPlan:
     for error in load_errors:
         log.warning("probe %s from %s not loaded: %s", error.entry_point, error.source,
                     error.reason)
+    for error in mapping_errors() if with_checks else ():
+        log.warning("framework mapping %s from %s not used: %s", error.entry_point,
+                    error.source, error.reason)
     overrides = {"concurrency": args.concurrency, "per_host": args.per_host, "rate": args.rate,
                  "connect_timeout": args.timeout, "read_timeout": args.timeout}
     plan = ScanPlan.build(scope, profile, probes, ports=ports, overrides=overrides,
@@ -435,13 +444,27 @@ def _cmd_profiles(args: argparse.Namespace) -> int:
 
 
 def _cmd_plugins() -> int:
+    """Every installed check with the package it comes from and its clauses in the primary
+    framework (so a plugin author sees the mapping took); refused plugins on stderr, why."""
     probes, errors = load_probes()
-    for loaded in sorted(probes, key=lambda lp: lp.probe.metadata.check_id):
+    clauses = clauses_by_check()
+    rows = [("CHECK", "SOURCE", "INTRUSIVENESS", "SEVERITY", PRIMARY_FRAMEWORK.upper(), "TITLE")]
+    for loaded in sorted(probes, key=lambda lp: (not lp.builtin, lp.probe.metadata.check_id)):
         meta = loaded.probe.metadata
-        sys.stdout.write(f"{meta.check_id:<28} {meta.intrusiveness.name.lower():<13} "
-                         f"{meta.severity.value:<9} {loaded.source:<24} {meta.title}\n")
+        rows.append((meta.check_id, loaded.source, meta.intrusiveness.name.lower(),
+                     meta.severity.value,
+                     ",".join(clauses.get(meta.check_id, {}).get(PRIMARY_FRAMEWORK, [])) or "-",
+                     meta.title))
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        sys.stdout.write(" ".join([*cells, row[-1]]) + "\n")
     for error in errors:
-        sys.stderr.write(f"not loaded: {error.entry_point} ({error.source}): {error.reason}\n")
+        sys.stderr.write(f"not loaded: probe {error.entry_point} ({error.source}): "
+                         f"{error.reason}\n")
+    for error in mapping_errors():
+        sys.stderr.write(f"not loaded: framework mapping {error.entry_point} ({error.source}): "
+                         f"{error.reason}\n")
     return EXIT_OK
 
 
@@ -480,6 +503,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("iotbaseline: aborted\n")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `iotbaseline plugins | head`: the reader has what it wanted
+        with contextlib.suppress(OSError):  # nothing more reaches the closed pipe
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except Exception as exc:  # the scan could not run: say why in one line
         sys.stderr.write(f"iotbaseline: scan could not run: {type(exc).__name__}: {exc}\n")
         if args.debug:

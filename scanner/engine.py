@@ -63,6 +63,8 @@ from scanner.targets import Scope
 log = logging.getLogger("iotbaseline.engine")
 
 MAX_HOST_WORKERS = 1024
+# What one observation may put in the report: a plugin cannot make it gigabytes.
+MAX_SUMMARY, MAX_FACTS, MAX_FACT = 1000, 32, 1024
 
 
 class PlanError(ValueError):
@@ -375,6 +377,7 @@ class ScanEngine:
             os_guess=snmp,
             services=sorted(services, key=lambda s: (s.transport, s.port)),
             mdns_services=sorted(facts.mdns_services),
+            mdns_properties=dict(props),
             upnp=upnp,
             discovered_by=sorted(facts.sources | {"banner" for s in services
                                                   if s.transport == "tcp"}),
@@ -475,12 +478,15 @@ class ScanEngine:
         return Finding(
             id=finding_id(metadata.check_id, target.address, target.port,
                           target.service.transport, observation.key),
-            check_id=metadata.check_id, title=metadata.title, summary=observation.summary,
+            check_id=metadata.check_id, title=metadata.title,
+            summary=observation.summary[:MAX_SUMMARY],
             severity=observation.severity or metadata.severity,
             confidence=observation.confidence, device=target.address, port=target.port,
             transport=target.service.transport, protocol=target.service.protocol,
             clauses=self._clauses.get(metadata.check_id, {}),
-            evidence=list(evidence), facts=dict(observation.facts),
+            evidence=list(evidence), facts={
+                str(k)[:64]: str(v)[:MAX_FACT] for k, v in
+                list(observation.facts.items())[:MAX_FACTS]},
             remediation=metadata.remediation, references=list(metadata.references),
             found_at=utc_now(),
         )

@@ -122,13 +122,15 @@ class Device(Model):
     os_guess: str | None = None
     services: list[Service] = Field(default_factory=list)
     mdns_services: list[str] = Field(default_factory=list)
+    mdns_properties: dict[str, str] = Field(default_factory=dict)  # DNS-SD TXT (capped)
     upnp: dict[str, str] = Field(default_factory=dict)
     discovered_by: list[str] = Field(default_factory=list)
 
     def fingerprint_text(self) -> str:
         """Every identifying string we hold, for matching vendor data (credentials, profiles)."""
         parts = [self.vendor, self.manufacturer, self.model, self.firmware, self.os_guess,
-                 *self.hostnames, *self.upnp.values(), *self.mdns_services]
+                 *self.hostnames, *self.upnp.values(), *self.mdns_services,
+                 *self.mdns_properties.values()]
         for service in self.services:
             parts += [service.banner, service.product, service.details.get("title", "")]
             if service.certificate is not None:

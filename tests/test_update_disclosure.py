@@ -34,6 +34,7 @@ from probes.update import (
     UpdateManifestUnsigned,
     UpdateRollbackOffered,
     VendorDisclosurePolicy,
+    update_urls_in_json,
     update_urls_in_text,
     verify_signature,
 )
@@ -97,6 +98,7 @@ def _manifest(version: str, digest: str | None, signature: str | None) -> bytes:
 def _update_server() -> web.Application:
     manifests = {
         "/a/plain.json": _manifest("2.1.0", None, None),
+        "/a/discovered.json": _manifest("2.1.0", SHA256, None),  # named only by the device
         "/a/baddigest.json": _manifest("1.5.0", "00" * 32, None),
         "/a/badsig.json": _manifest("2.1.0", SHA256, FORGED),
         "/a/selfsigned.json": _manifest("2.1.0", SHA256, SIGNATURE),
@@ -168,7 +170,7 @@ async def lab(tmp_path: Path) -> AsyncIterator[Path]:
     now = datetime.now(UTC)
     runners = [
         await _start(_ui("IoTB Bad Camera", "2.0.0", True, _security_txt(now - timedelta(
-            days=3)), f"http://{PLAIN_SERVER}:{PLAIN_PORT}/a/plain.json", "Boa/0.94.14rc21"),
+            days=3)), f"http://{PLAIN_SERVER}:{PLAIN_PORT}/a/discovered.json", "Boa/0.94.14rc21"),
             BAD, UI_PORT),
         await _start(_ui("IoTB Good Camera", "2.1.0", False, _security_txt(now + timedelta(
             days=200)), f"https://{CA_SERVER}:{TLS_PORT}/b/good.json", "camera"),
@@ -223,7 +225,8 @@ async def test_every_update_and_disclosure_condition_fails_bad_and_passes_good(
     bad_digest = f"https://{CA_SERVER}:{TLS_PORT}/a/baddigest.json"
     bad_signature = f"https://{CA_SERVER}:{TLS_PORT}/a/badsig.json"
     self_signed = f"https://{SELF_SIGNED_SERVER}:{TLS_PORT}/a/selfsigned.json"
-    assert bad["update-channel-cleartext"] == [plain]
+    discovered = f"http://{PLAIN_SERVER}:{PLAIN_PORT}/a/discovered.json"
+    assert sorted(bad["update-channel-cleartext"]) == sorted([plain, discovered])
     assert bad["update-channel-certificate"] == [self_signed]
     assert sorted(bad["update-manifest-unsigned"]) == sorted([plain, bad_digest])
     assert sorted(bad["update-integrity-mismatch"]) == sorted([bad_digest, bad_signature])
@@ -318,3 +321,11 @@ async def test_a_device_without_update_urls_gets_no_update_verdict(
         await runner.cleanup()
     assert not result.findings and not result.errors
     assert {r.check_id for r in result.check_runs} == set()
+
+
+def test_update_urls_named_under_update_keys_in_device_json() -> None:
+    info = {"fw": "1.0", "update": {"url": "http://10.9.9.9/a/b.json", "note": "x"},
+            "links": [{"ota_server": "https://ota.vendor.example/v1"}],
+            "homepage": "http://vendor.example/"}
+    assert update_urls_in_json(info) == ["http://10.9.9.9/a/b.json",
+                                         "https://ota.vendor.example/v1"]
