@@ -78,6 +78,7 @@ class TlsTrust(_Strict):
 class Checks(_Strict):
     include: list[str] = Field(default_factory=list)  # empty: every check the cap allows
     exclude: list[str] = Field(default_factory=list)
+    template_dirs: list[str] = Field(default_factory=list)  # the user's declarative checks
 
 
 class ScanProfile(_Strict):
@@ -125,15 +126,19 @@ def _read(reference: str) -> tuple[str, str]:
         raise ProfileError(str(exc)) from None
 
 
-def _anchor_ca_files(data: dict[str, Any], where: str) -> None:
-    """CA paths in a profile file are relative to that file, so a profile travels with them."""
-    tls = data.get("tls")
-    if not isinstance(tls, dict) or not isinstance(tls.get("ca_files"), list) \
-            or where.startswith("built-in"):
+RELATIVE_PATHS = (("tls", "ca_files"), ("checks", "template_dirs"))
+
+
+def _anchor_paths(data: dict[str, Any], where: str) -> None:
+    """Paths in a profile file are relative to that file, so a profile travels with them."""
+    if where.startswith("built-in"):
         return
     base = Path(where).parent
-    tls["ca_files"] = [str(base / name) if isinstance(name, str) else name
-                       for name in tls["ca_files"]]
+    for section, key in RELATIVE_PATHS:
+        values = data.get(section)
+        if isinstance(values, dict) and isinstance(values.get(key), list):
+            values[key] = [str(base / name) if isinstance(name, str) else name
+                           for name in values[key]]
 
 
 def _raw(reference: str, depth: int = 0) -> tuple[dict[str, Any], str, str]:
@@ -144,7 +149,7 @@ def _raw(reference: str, depth: int = 0) -> tuple[dict[str, Any], str, str]:
         raise ProfileError(str(exc)) from None
     if not isinstance(data, dict):
         raise ProfileError(f"{where}: a profile is a mapping of settings")
-    _anchor_ca_files(data, where)
+    _anchor_paths(data, where)
     parent = data.get("extends")
     if parent is None:
         return data, text, where
@@ -176,4 +181,7 @@ def load_profile(reference: str) -> ScanProfile:
     for name in profile.tls.ca_files:
         if not Path(name).is_file():
             raise ProfileError(f"{where}: tls.ca_files: no such file {name!r}")
+    for name in profile.checks.template_dirs:
+        if not Path(name).is_dir():
+            raise ProfileError(f"{where}: checks.template_dirs: no such folder {name!r}")
     return profile

@@ -234,7 +234,8 @@ def _plan(args: argparse.Namespace, with_checks: bool) -> ScanPlan:
     scope = _scope(args)
     profile = load_profile(args.profile)
     ports = parse_ports(args.ports) if args.ports else None
-    probes, load_errors = load_probes() if with_checks else ([], [])
+    probes, load_errors = load_probes(template_dirs=[
+        Path(name) for name in profile.checks.template_dirs]) if with_checks else ([], [])
     for error in load_errors:
         log.warning("probe %s from %s not loaded: %s", error.entry_point, error.source,
                     error.reason)

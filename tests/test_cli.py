@@ -210,3 +210,60 @@ def test_profiles_list_show_validate(tmp_path: Path) -> None:
     refused = run_cli("profiles", "validate", str(bad))
     assert refused.returncode == 2 and f"{bad}:3: ports.tcp" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
+
+
+USER_TEMPLATE = """\
+id: acme-debug-page
+title: The Acme debug page is not served
+description: Acme firmware 1.x leaves a debug page with the device secrets on the web root.
+finding: The Acme debug page is served without a login
+severity: high
+categories: [debug-interface]
+references: [https://acme.example/advisories/2026-1]
+remediation: Update to Acme firmware 2.0, which removes the page.
+http:
+  paths: ["/acme-debug"]
+  matchers:
+    - type: status
+      status: [200]
+    - type: word
+      words: ["ACME DEBUG"]
+"""
+
+
+async def test_a_profile_adds_the_users_own_template_checks(tmp_path: Path) -> None:
+    """checks.template_dirs (relative to the profile) loads the user's checks into a scan."""
+    from aiohttp import web
+
+    async def page(request: web.Request) -> web.Response:
+        if request.path == "/acme-debug":
+            return web.Response(text="ACME DEBUG secret=1")
+        return web.Response(status=404)
+    app = web.Application()
+    app.router.add_route("GET", "/{tail:.*}", page)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.120.1.1", 8080).start()
+    (tmp_path / "checks").mkdir()
+    (tmp_path / "checks" / "acme-debug-page.yaml").write_text(USER_TEMPLATE)
+    (tmp_path / "site.yaml").write_text("name: site\nextends: safe\n"
+                                        "checks: {template_dirs: [checks]}\n"
+                                        "discovery: {arp: false, mdns: false, ssdp: false}\n")
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "scanner", "scan", "127.120.1.1", "--ports", "8080",
+            "--profile", str(tmp_path / "site.yaml"), "--out", str(tmp_path / "out"),
+            "--format", "json", env={**os.environ, "IOTBASELINE_EXCLUDE_PORTS": "2024"},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(process.communicate(), 120)
+    finally:
+        await runner.cleanup()
+    assert process.returncode == 1, err.decode()  # findings
+    document = json.loads((tmp_path / "out" / "report.json").read_text())
+    [finding] = [f for f in document["findings"] if f["check_id"] == "acme-debug-page"]
+    assert finding["severity"] == "high" and finding["port"] == 8080
+    (tmp_path / "bad.yaml").write_text("name: bad\nextends: safe\n"
+                                       "checks: {template_dirs: [nowhere]}\n")
+    completed = run_cli("scan", "127.120.1.1", "--profile", str(tmp_path / "bad.yaml"))
+    assert completed.returncode == 2 and "checks.template_dirs: no such folder" in \
+        completed.stderr
