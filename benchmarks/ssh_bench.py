@@ -1,13 +1,14 @@
 """SSH algorithm checks: our speed and verdicts against ssh-audit on the same endpoints.
 
-``ssh_benchmark`` starts N simulated SSH servers in this process (asyncio, one per loopback
-address 127.111.1.1 onwards, port 2200), alternately *weak* (diffie-hellman-group1-sha1,
-ssh-rsa with a 1024-bit key, 3des-cbc, hmac-md5) and *hardened* (curve25519-sha256, Ed25519,
-aes256-gcm, hmac-sha2-256-etm). Each sends its banner and KEXINIT and answers any KEXDH/ECDH
-init with the host key the client asked for. It then runs our six SSH algorithm checks (one
-shared collection per endpoint) and ``ssh-audit -b -n`` on each endpoint, one at a time, and
-prints per-endpoint seconds for both, the ratio, and whether the verdicts agree (ssh-audit:
-exit code 3 means a failure; ours: any failing algorithm or key).
+``ssh_benchmark`` starts N simulated SSH servers in this process (the fakes of
+tests/ssh_fakes.py, one per loopback address 127.111.1.1 onwards, port 2200), alternately
+*weak* (diffie-hellman-group1-sha1, ssh-rsa with a 1024-bit key, 3des-cbc, hmac-md5) and
+*hardened* (curve25519-sha256, Ed25519, aes256-gcm, hmac-sha2-256-etm). It then runs our six
+SSH algorithm checks (one shared collection per endpoint) and ``ssh-audit -b -n`` on each
+endpoint, one at a time, and prints per-endpoint seconds for both, the ratio, and whether the
+verdicts agree (ssh-audit: exit code 3 means a failure; ours: any failing algorithm or key);
+then ours on every endpoint at once, for throughput. benchmarks/tls_ssh.py runs it beside the
+TLS part.
 
 Safety: only 127.111.1.0/24 is bound and scanned, never port 2024; at most 200 endpoints, every
 connection at most HOLD seconds, every ssh-audit run at most AUDIT_TIMEOUT seconds.
@@ -19,16 +20,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import shutil
 import statistics
-import struct
+import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from probes.api import ProbeContext, Target
 from probes.ssh_crypto import (
@@ -41,19 +42,18 @@ from probes.ssh_crypto import (
 )
 from scanner.models import Device, Service
 from scanner.net import Limits, Network, Transcript
-from scanner.protocols.sshwire import frame, parse_kexinit, ssh_mpint, ssh_string
 from scanner.targets import build_scope
+from tests.ssh_fakes import FAKE_PORT, ed25519_blob, rsa_blob, serve, weak_server
 
 NETWORK = "127.111.1.0/24"
-PORT = 2200
+PORT = FAKE_PORT
 MAX_ENDPOINTS = 200
-HOLD = 30.0
 AUDIT_TIMEOUT = 30.0
 CHECKS = (SshWeakKex, SshWeakHostKey, SshWeakCipher, SshWeakMac, SshProtocol1, SshTerrapin)
-PROFILES = {
+PROFILES = {  # kex, ciphers, macs; the host key is made per endpoint
     "weak": ("diffie-hellman-group1-sha1,diffie-hellman-group14-sha1,curve25519-sha256",
-             "ssh-rsa", "3des-cbc,aes128-ctr", "hmac-md5,hmac-sha2-256"),
-    "hardened": ("curve25519-sha256", "ssh-ed25519", "aes256-gcm@openssh.com",
+             "3des-cbc,aes128-ctr", "hmac-md5,hmac-sha2-256"),
+    "hardened": ("curve25519-sha256", "aes256-gcm@openssh.com",
                  "hmac-sha2-256-etm@openssh.com"),
 }
 
@@ -68,87 +68,48 @@ class Endpoint:
     audit_fail: bool | None = None  # None: ssh-audit not run
 
 
-def host_key_blob(kind: str) -> bytes:
-    if kind == "weak":
-        numbers = rsa.generate_private_key(65537, 1024).public_key().public_numbers()
-        return ssh_string(b"ssh-rsa") + ssh_mpint(numbers.e) + ssh_mpint(numbers.n)
-    raw = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw,
-                                                                         PublicFormat.Raw)
-    return ssh_string(b"ssh-ed25519") + ssh_string(raw)
-
-
-def kexinit(kind: str) -> bytes:
-    kex, keys, ciphers, macs = PROFILES[kind]
-    lists = (kex, keys, ciphers, ciphers, macs, macs, "none", "none", "", "")
-    return bytes([20]) + bytes(16) + b"".join(ssh_string(n.encode()) for n in lists) + bytes(5)
-
-
-async def _packet(reader: asyncio.StreamReader) -> bytes:
-    head = await reader.readexactly(5)
-    length = struct.unpack(">I", head[:4])[0]
-    if not 5 <= length <= 35000:
-        raise ValueError("bad packet length")
-    body = await reader.readexactly(length - 1)
-    return body[:length - 1 - head[4]]
-
-
-def handler(kind: str, blob: bytes,
-            ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
-    """Banner and KEXINIT, then a KEXDH/ECDH reply (dummy f and signature) to every init."""
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(HOLD):
-                writer.write(f"SSH-2.0-BenchIoT_{kind}\r\n".encode() + frame(kexinit(kind)))
-                await writer.drain()
-                await reader.readuntil(b"\n")
-                parse_kexinit(await _packet(reader))
-                for _ in range(8):
-                    message = await _packet(reader)
-                    if message[0] == 30:
-                        writer.write(frame(bytes([31]) + ssh_string(blob) + ssh_string(bytes(32))
-                                           + ssh_string(b"sig")))
-                        await writer.drain()
-        except (Exception, asyncio.CancelledError):
-            pass
-        finally:
-            writer.transport.abort()
-
-    return serve
-
-
-@contextlib.asynccontextmanager
+@asynccontextmanager
 async def endpoints(count: int) -> AsyncIterator[list[Endpoint]]:
-    count = min(count, MAX_ENDPOINTS)
-    servers, found = [], []
-    try:
-        for n in range(count):
+    """``count`` fakes (tests/ssh_fakes.py), alternately weak (RSA-1024) and hardened."""
+    found = []
+    async with AsyncExitStack() as stack:
+        for n in range(min(count, MAX_ENDPOINTS)):
             kind = "weak" if n % 2 == 0 else "hardened"
+            keys = {"ssh-rsa": rsa_blob(1024)} if kind == "weak" else \
+                {"ssh-ed25519": ed25519_blob()}
+            kex, ciphers, macs = PROFILES[kind]
             address = f"127.111.1.{n + 1}"
-            servers.append(await asyncio.start_server(handler(kind, host_key_blob(kind)),
-                                                      address, PORT))
+            await stack.enter_async_context(
+                serve(address, weak_server(kex, keys, ciphers, macs,
+                                           f"SSH-2.0-BenchIoT_{kind}\r\n".encode()), PORT))
             found.append(Endpoint(address, kind))
         yield found
-    finally:
-        for server in servers:
-            server.close()
 
 
-async def ours(endpoint: Endpoint) -> None:
+def _network() -> Network:
+    return Network(build_scope([NETWORK], excluded_ports=(2024,)),
+                   Limits(connect_timeout=2.0, read_timeout=4.0, rate=1000.0))
+
+
+async def ours(endpoint: Endpoint, network: Network | None = None) -> None:
+    """The six checks on one endpoint (one shared collection), timed; a fresh network gate
+    unless one is given (the throughput run shares one, as a scan does)."""
     service = Service(port=PORT, transport="tcp", protocol="ssh")
     target = Target(Device(address=endpoint.address, services=[service]), service)
-    network = Network(build_scope([NETWORK], excluded_ports=(2024,)),
-                      Limits(connect_timeout=2.0, read_timeout=4.0, rate=1000.0))
-    ctx = ProbeContext(target, network, Transcript())
+    gate = network or _network()
+    ctx = ProbeContext(target, gate, Transcript())
     started = time.monotonic()
+    fail = False
     try:
         for cls in CHECKS:
             probe = cls()
             observations = probe.evaluate(target, await probe.collect(ctx))
-            endpoint.ours_fail |= any(o.key in ("weak", "ssh-1") for o in observations)
+            fail |= any(o.key in ("weak", "ssh-1") for o in observations)
     finally:
-        network.close()
+        if network is None:
+            gate.close()
     endpoint.ours_seconds = time.monotonic() - started
+    endpoint.ours_fail = fail
 
 
 async def ssh_audit(endpoint: Endpoint) -> None:
@@ -166,14 +127,25 @@ async def ssh_audit(endpoint: Endpoint) -> None:
     endpoint.audit_fail = code == 3
 
 
-async def ssh_benchmark(count: int = 50, run_audit: bool = True) -> list[Endpoint]:
-    """Start ``count`` endpoints, time ours and ssh-audit on each, print the table."""
+async def ssh_benchmark(count: int = 50, run_audit: bool = True,
+                        ) -> tuple[list[Endpoint], float]:
+    """Start ``count`` endpoints; time ours and ssh-audit on each, one endpoint at a time
+    (the per-endpoint comparison), then ours on all at once (throughput: the wall seconds);
+    print the table."""
     run_audit = run_audit and shutil.which("ssh-audit") is not None
     async with endpoints(count) as found:
         for endpoint in found:
             await ours(endpoint)
             if run_audit:
                 await ssh_audit(endpoint)
+        shared = [Endpoint(e.address, e.kind) for e in found]
+        network = _network()
+        started = time.monotonic()
+        try:
+            await asyncio.gather(*(ours(e, network) for e in shared))
+        finally:
+            network.close()
+        wall = time.monotonic() - started
     print(f"{'endpoint':<16} {'kind':<9} {'ours s':>8} {'ssh-audit s':>12} {'ratio':>7}  verdicts")
     for e in found:
         ratio = f"{e.audit_seconds / e.ours_seconds:7.1f}" if e.audit_fail is not None \
@@ -190,7 +162,8 @@ async def ssh_benchmark(count: int = 50, run_audit: bool = True) -> list[Endpoin
               f"/{len(audited)}")
     else:
         print("; ssh-audit not run (not installed or --skip-audit)")
-    return found
+    print(f"throughput: ours on all {len(found)} at once in {wall:.2f} s wall")
+    return found, wall
 
 
 def main() -> None:

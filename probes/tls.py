@@ -1,15 +1,20 @@
 """TLS quality: protocol versions, cipher suites and the certificate, from one bounded scan.
 
-Six checks judge one collection (``ctx.shared("tls-scan", …)``): which versions SSLv3…TLS 1.3
-the service accepts, each tried with a raw ClientHello (so versions and suites the local OpenSSL
-dropped are still seen); for each accepted version the suites it accepts, found by elimination
-(offer all, remove the one chosen, repeat), capped in rounds and time; the certificate chain;
-and one verifying handshake against the system store plus the profile's CAs. A fleet check
-compares leaf public keys across devices, and an HTTPS check reads one response's headers.
+Six checks judge one collection (``ctx.shared("tls-scan", …)``) of any service that speaks TLS
+from the first byte, or that upgrades to it on request (explicit TLS: FTP ``AUTH TLS``, SMTP
+``STARTTLS``; every connection of the scan repeats that dialogue first, and a service that
+refuses it is not applicable here — its cleartext is the cleartext checks' finding): which
+versions SSLv3…TLS 1.3 the service accepts, each tried with a raw ClientHello (so versions and
+suites the local OpenSSL dropped are still seen); for each accepted version the suites it
+accepts, found by elimination (offer all, remove the one chosen, repeat), capped in rounds and
+time; the certificate chain; and one verifying handshake against the system store plus the
+profile's CAs. A fleet check compares leaf public keys across devices, and an HTTPS check reads
+one response's headers.
 
-Evidence: the version probes and the verifying handshake are recorded as sent; the elimination
-rounds (up to hundreds of hellos) are summarised as notes, one per accepted suite, each
-reproducible with ``openssl s_client -cipher`` or the recorded hello minus the listed suites.
+Evidence: the version probes and the verifying handshake are recorded as sent (with any upgrade
+dialogue); the elimination rounds (up to hundreds of hellos) are summarised as notes, one per
+accepted suite, each reproducible with ``openssl s_client -cipher`` (``-starttls ftp|smtp``)
+or the recorded hello minus the listed suites.
 """
 
 from __future__ import annotations
@@ -30,14 +35,17 @@ from pydantic import field_validator
 from probes.api import (
     Facts,
     FleetCheck,
+    NotApplicable,
     Observation,
     Probe,
     ProbeContext,
     ProbeMetadata,
     Target,
 )
+from probes.ftp import FtpControl, greeting_refusal
 from profiles.yamldata import parse_yaml, validate
-from scanner.models import Confidence, Intrusiveness, Model, Severity, utc_now
+from scanner.models import Confidence, Intrusiveness, Model, Service, Severity, utc_now
+from scanner.net import Connection, insecure_tls_context
 from scanner.protocols.tls import (
     SSL3,
     TLS1_0,
@@ -97,8 +105,43 @@ class KeyPolicy(Model):
     reference: str
 
 
+class StartTlsRefused(ConnectionError):
+    """The service refused the upgrade to TLS: it offers none on this connection."""
+
+
+class StartTlsStep(Model):
+    send: str
+    expect: int
+
+
+class StartTls(Model):
+    """A cleartext protocol's request for TLS on the same connection (tls.yaml ``starttls``)."""
+
+    reference: str
+    steps: list[StartTlsStep]
+
+    async def upgrade(self, conn: Connection) -> None:
+        """Read the greeting and walk the steps, so the next bytes sent are a ClientHello.
+
+        Raises StartTlsRefused when a step gets another reply; replies are read with the FTP
+        reader, as SMTP replies have the same syntax (RFC 5321 4.2), bounded in bytes and time.
+        """
+        control = FtpControl(conn)
+        greeting = await control.reply()
+        if greeting.code == 120:
+            greeting = await control.reply()
+        refusal = greeting_refusal(greeting)
+        if refusal is not None:
+            raise refusal
+        for step in self.steps:
+            reply = await control.command(step.send)
+            if reply.code != step.expect:
+                raise StartTlsRefused(f"{step.send} answered {reply.code} {reply.text}"[:240])
+
+
 class TlsData(Model):
     protocol_versions: list[VersionRule]
+    starttls: dict[str, StartTls]  # protocol -> its upgrade dialogue
     no_modern_version: Rule
     weaknesses: list[WeaknessRule]
     certificate_keys: KeyPolicy
@@ -138,14 +181,51 @@ def _hostname(target: Target) -> str | None:
     return target.device.hostnames[0] if target.device.hostnames else None
 
 
+def starttls_for(service: Service) -> StartTls | None:
+    """The upgrade dialogue a cleartext service needs before its handshake; None for a service
+    that speaks TLS from the first byte (or not at all)."""
+    return None if service.tls else tls_data().starttls.get(service.protocol)
+
+
+async def _cleartext_connection(ctx: ProbeContext, *, record: bool) -> Connection:
+    """A TCP connection at the point where the server expects a ClientHello."""
+    conn = await ctx.network.open_tcp(ctx.target.address, ctx.target.port,
+                                      transcript=ctx.transcript if record else None)
+    upgrade = starttls_for(ctx.target.service)
+    if upgrade is not None:
+        try:
+            await upgrade.upgrade(conn)
+        except BaseException:
+            await conn.close()
+            raise
+    return conn
+
+
+async def _handshake(ctx: ProbeContext, context: ssl.SSLContext) -> Connection:
+    """A connection whose TLS handshake through ``context`` completed: from the first byte, or
+    after the upgrade dialogue on the same connection."""
+    hostname = _hostname(ctx.target)
+    if starttls_for(ctx.target.service) is None:
+        return await ctx.network.open_tcp(ctx.target.address, ctx.target.port, tls=context,
+                                          server_hostname=hostname, transcript=ctx.transcript)
+    conn = await _cleartext_connection(ctx, record=True)
+    limits = ctx.network.limits
+    try:
+        await conn.writer.start_tls(context, server_hostname=hostname,
+                                    ssl_handshake_timeout=limits.connect_timeout
+                                    + limits.read_timeout)
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
+
+
 async def _offer(ctx: ProbeContext, version: int, suites: Sequence[int], *,
                  record: bool) -> ServerFlight:
     """One ClientHello on a fresh connection; resets and closes mean "refused"."""
     wait = min(HELLO_WAIT, ctx.network.limits.read_timeout)
     hello = client_hello(version, suites, _hostname(ctx.target))
-    conn = await ctx.network.open_tcp(ctx.target.address, ctx.target.port,
-                                      transcript=ctx.transcript if record else None)
-    async with conn:
+    async with await _cleartext_connection(ctx, record=record) as conn:
         try:
             return await exchange_hello(conn, hello, wait)
         except (ConnectionResetError, BrokenPipeError):
@@ -214,9 +294,7 @@ async def _trust(ctx: ProbeContext, leaf: dict[str, Any] | None) -> dict[str, An
     leaf is self-signed (checked with its own key) is the best we can say."""
     context = _verifying_context(tuple(ctx.settings.trusted_ca_files))
     try:
-        conn = await ctx.network.open_tcp(ctx.target.address, ctx.target.port, tls=context,
-                                          server_hostname=_hostname(ctx.target),
-                                          transcript=ctx.transcript)
+        conn = await _handshake(ctx, context)
     except ssl.SSLCertVerificationError as exc:
         message = str(exc.verify_message or exc.reason or exc)[:200]
         ctx.note(f"verifying handshake failed: {message}")
@@ -237,7 +315,7 @@ async def _trust(ctx: ProbeContext, leaf: dict[str, Any] | None) -> dict[str, An
 async def _tls13_leaf(ctx: ProbeContext) -> list[bytes]:
     """A TLS 1.3 server encrypts its certificate: fetch the leaf through local OpenSSL."""
     try:
-        async with await ctx.connect(tls=True) as conn:
+        async with await _handshake(ctx, insecure_tls_context()) as conn:
             der = conn.peer_certificate_der
     except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as exc:
         ctx.note(f"no certificate: local OpenSSL could not connect ({exc})"[:240])
@@ -261,7 +339,10 @@ async def scan_tls(ctx: ProbeContext) -> Facts:
     checked_at = utc_now()
     rounds = [0]
     # TLS 1.2 first and alone: a silent or non-TLS service ends the scan here, in one wait.
-    results = {TLS1_2: await _scan_version(ctx, TLS1_2, rounds)}
+    try:
+        results = {TLS1_2: await _scan_version(ctx, TLS1_2, rounds)}
+    except StartTlsRefused as exc:
+        raise NotApplicable(f"no TLS offered: {exc}") from exc
     others = (TLS1_3, TLS1_1, TLS1_0, SSL3)
     for version, result in zip(others, await asyncio.gather(
             *(_scan_version(ctx, version, rounds) for version in others),
@@ -309,10 +390,12 @@ def _names(target: Target) -> list[str]:
 
 
 class TlsCheck(Probe):
-    """A check judging the shared TLS scan of any service that speaks TLS from the start."""
+    """A check judging the shared TLS scan of a service that speaks TLS from the start, or
+    of a cleartext one with an upgrade dialogue (which may refuse it: NotApplicable)."""
 
     def applies_to(self, target: Target) -> bool:
-        return target.service.tls and target.service.transport == "tcp"
+        service = target.service
+        return service.transport == "tcp" and (service.tls or starttls_for(service) is not None)
 
     async def collect(self, ctx: ProbeContext) -> Facts:
         return await ctx.shared(SCAN_NAME, scan_tls)
@@ -327,7 +410,7 @@ class TlsCheck(Probe):
         return shown
 
 
-_TLS_PROTOCOLS = ("tls", "http", "mqtt", "ftp", "rtsp")
+_TLS_PROTOCOLS = ("tls", "http", "mqtt", "ftp", "rtsp", "smtp")
 
 
 class TlsLegacyProtocols(TlsCheck):

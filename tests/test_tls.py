@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from probes.api import (
     Facts,
+    NotApplicable,
     Observation,
     Probe,
     ProbeContext,
@@ -39,6 +40,7 @@ from probes.tls import (
     TlsLegacyProtocols,
     TlsSharedCertificate,
     TlsWeakCipherSuites,
+    starttls_for,
     tls_data,
 )
 from scanner.models import Device, Service, Severity
@@ -59,8 +61,8 @@ TLS_CHECKS: list[TlsCheck] = [TlsLegacyProtocols(), TlsWeakCipherSuites(),
 
 
 def target(address: str, port: int, *, protocol: str = "tls", hostnames: tuple[str, ...] = (),
-           model: str | None = None) -> Target:
-    service = Service(port=port, transport="tcp", protocol=protocol, tls=True)
+           model: str | None = None, tls: bool = True) -> Target:
+    service = Service(port=port, transport="tcp", protocol=protocol, tls=tls)
     return Target(Device(address=address, services=[service], hostnames=list(hostnames),
                          model=model), service)
 
@@ -529,3 +531,146 @@ async def test_hsts(strong_files: CertFiles, headers: dict[str, str], finding: b
         await runner.cleanup()
     assert facts["status"] == 200
     assert bool(probe.evaluate(tgt, facts)) is finding
+
+
+# ================================================================ explicit TLS (AUTH TLS, STARTTLS)
+
+FTP_GREETING = b"220 IoT-DVR FTP server ready\r\n"
+FTP_AUTH_TLS = {b"AUTH TLS": b"234 Proceed with negotiation.\r\n"}
+SMTP_GREETING = b"220 cam.local ESMTP\r\n"
+SMTP_STARTTLS = {b"EHLO": b"250-cam.local\r\n250-SIZE 1000\r\n250 STARTTLS\r\n",
+                 b"STARTTLS": b"220 2.0.0 Ready to start TLS\r\n"}
+
+
+def upgrading(greeting: bytes, answers: dict[bytes, bytes],
+              then: ssl.SSLContext | bytes) -> fakes.Behaviour:
+    """A cleartext service: greets, answers the commands it knows (502 to others) and, after
+    the last one, speaks TLS through ``then`` — or, when ``then`` is bytes, sends those to the
+    ClientHello instead."""
+    upgrade_command = list(answers)[-1] if answers else None
+
+    async def behaviour(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(greeting)
+        for _ in range(len(answers) + 2):
+            line = (await reader.readline()).upper()
+            if not line:
+                return
+            command = next((c for c in answers if line.startswith(c)), None)
+            writer.write(answers[command] if command else b"502 Command not implemented\r\n")
+            await writer.drain()
+            if command is not None and command == upgrade_command:
+                break
+        else:
+            return
+        if isinstance(then, bytes):
+            await reader.read(4096)
+            writer.write(then)
+            await writer.drain()
+        else:
+            await writer.start_tls(then)
+        await reader.read(4096)  # until the scanner hangs up
+
+    return behaviour
+
+
+@contextlib.asynccontextmanager
+async def upgrading_server(address: str, greeting: bytes, answers: dict[bytes, bytes],
+                           then: ssl.SSLContext | bytes) -> AsyncIterator[fakes.FakeServer]:
+    fake = await fakes._serve(address, 0, upgrading(greeting, answers, then))
+    try:
+        yield fake
+    finally:
+        await fake.close()
+
+
+async def test_ftp_auth_tls_weak_server_fails_every_check(weak_files: CertFiles) -> None:
+    async with upgrading_server("127.110.0.20", FTP_GREETING, FTP_AUTH_TLS,
+                                weak_context(weak_files)) as fake:
+        tgt = target("127.110.0.20", fake.port, protocol="ftp", tls=False)
+        results, facts, transcript = await scan(list(TLS_CHECKS), tgt)
+    assert facts["accepted_versions"] == ["TLSv1.0", "TLSv1.1", "TLSv1.2"]
+    assert set(facts["versions"]["TLSv1.2"]["suites"]) >= {"TLS_RSA_WITH_NULL_SHA"}
+    assert {o.key for o in results["tls-legacy-protocols"]} == {"TLSv1.0", "TLSv1.1"}
+    assert {"NULL", "anonymous"} <= {o.key for o in results["tls-weak-cipher-suites"]}
+    assert [o.key for o in results["tls-certificate-expired"]] == ["expired"]
+    assert results["tls-certificate-untrusted"][0].facts["self_signed"] == "true"
+    assert {o.key for o in results["tls-certificate-weak-key"]} == {"key", "signature"}
+    # Evidence: the upgrade dialogue precedes the recorded ClientHellos.
+    sent = [e.data for e in transcript.exchanges if e.direction == "sent"]
+    assert sent[0].startswith("AUTH TLS") and sent[1].startswith("\\x16\\x03")
+    received = "\n".join(e.data for e in transcript.exchanges if e.direction == "received")
+    assert "234 Proceed" in received and "verifying handshake failed" in "\n".join(
+        e.data for e in transcript.exchanges)
+
+
+async def test_smtp_starttls_strong_server_passes_every_check(strong_files: CertFiles) -> None:
+    settings = ProbeSettings(trusted_ca_files=(str(strong_files.ca),))
+    async with upgrading_server("127.110.0.3", SMTP_GREETING, SMTP_STARTTLS,
+                                strong_context(strong_files)) as fake:
+        tgt = target("127.110.0.3", fake.port, protocol="smtp", tls=False)
+        results, facts, transcript = await scan(list(TLS_CHECKS), tgt, settings)
+    assert facts["accepted_versions"] == ["TLSv1.2", "TLSv1.3"]
+    assert facts["trust"] == {"verdict": "trusted", "method": "verifying handshake"}
+    assert results == {check.metadata.check_id: [] for check in TLS_CHECKS}
+    assert "EHLO iotbaseline.invalid" in "\n".join(e.data for e in transcript.exchanges)
+
+
+async def test_ftp_tls13_only_certificate_comes_through_the_upgrade(
+        strong_files: CertFiles) -> None:
+    context = server_context(strong_files, minimum=ssl.TLSVersion.TLSv1_3,
+                             maximum=ssl.TLSVersion.TLSv1_3)
+    async with upgrading_server("127.110.0.22", FTP_GREETING, FTP_AUTH_TLS, context) as fake:
+        tgt = target("127.110.0.22", fake.port, protocol="ftp", tls=False)
+        results, facts, _ = await scan([TlsCertificateNameMismatch()], tgt)
+    assert facts["accepted_versions"] == ["TLSv1.3"]
+    assert facts["certificates"][0]["ip_addresses"] == ["127.110.0.3"]
+    assert [o.key for o in results["tls-certificate-name-mismatch"]] == ["name-mismatch"]
+
+
+async def test_refused_auth_tls_leaves_every_tls_check_out() -> None:
+    """No AUTH TLS: cleartext FTP is ftp-cleartext-login's finding, not a TLS one."""
+    async with upgrading_server("127.110.0.23", FTP_GREETING, {}, b"") as fake:
+        tgt = target("127.110.0.23", fake.port, protocol="ftp", tls=False)
+        network = Network(safe_scope(tgt.address), TEST_LIMITS)
+        shared = SharedCollections()
+        try:
+            for check in TLS_CHECKS:
+                with pytest.raises(NotApplicable, match="AUTH TLS answered 502"):
+                    await check.collect(ProbeContext(tgt, network, Transcript(),
+                                                     shared=shared))
+        finally:
+            shared.close()
+            network.close()
+        assert fake.connections == 1  # one refused dialogue, shared by the six checks
+
+
+@pytest.mark.parametrize(("name", "greeting", "then", "error"), [
+    ("234 then garbage", FTP_GREETING, b"HTTP/1.0 400 Bad Request\r\n\r\n" * 8,
+     "not a TLS record"),
+    ("234 then a huge record", FTP_GREETING, b"\x16\x03\x03\xff\xff" + b"\x00" * 64,
+     "exceeds"),
+    ("234 then silence", FTP_GREETING, b"", "no TLS reply"),
+    ("garbage greeting", b"\x00\xff" * 2000, b"", "not an FTP reply"),
+    ("busy greeting", b"421 Too many users\r\n", b"", "refused the session"),
+])
+async def test_hostile_upgrades_end_in_clean_errors(name: str, greeting: bytes, then: bytes,
+                                                    error: str) -> None:
+    async with upgrading_server("127.110.0.24", greeting, FTP_AUTH_TLS, then) as fake:
+        tgt = target("127.110.0.24", fake.port, protocol="ftp", tls=False)
+        started = time.monotonic()
+        with pytest.raises((ValueError, ConnectionError, TimeoutError), match=error):
+            await scan([TlsLegacyProtocols()], tgt)
+    assert time.monotonic() - started < 5.0, name
+
+
+def test_explicit_tls_applies_to_plain_ftp_and_smtp_only() -> None:
+    for protocol in ("ftp", "smtp"):
+        plain = target("192.0.2.1", 21, protocol=protocol, tls=False)
+        assert TlsLegacyProtocols().applies_to(plain)
+        assert starttls_for(plain.service) is not None
+    implicit = target("192.0.2.1", 990, protocol="ftp")  # FTPS: TLS from the first byte
+    assert starttls_for(implicit.service) is None
+    assert TlsLegacyProtocols().applies_to(implicit)
+    for protocol in ("telnet", "http", "rtsp"):
+        assert not TlsLegacyProtocols().applies_to(
+            target("192.0.2.1", 23, protocol=protocol, tls=False))

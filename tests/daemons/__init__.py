@@ -13,6 +13,9 @@ bind-mounted over ``/etc/passwd``, ``/etc/shadow``, ``/etc/group``, ``/etc/nsswi
     lighttpd-basic    127.95.0.3:80       tcp        HTTP Basic admin/admin, realm "IPCamera"
     lighttpd-digest   127.95.0.13:80      tcp        HTTP Digest (MD5) admin/12345, realm "IPCamera"
     vsftpd            127.95.0.4:21       tcp        anonymous (list/read only), ftpuser/ftppass
+    vsftpd-ftps       127.95.0.22:21      tcp        ftpuser/ftppass only after AUTH TLS; 3DES and
+                                                 static-RSA suites, expired self-signed
+                                                 RSA-1024 SHA-1 cert (Daemon.extra["cert"])
     mosquitto-anon    127.95.0.5:1883     tcp        anonymous MQTT clients
     mosquitto-auth    127.95.0.15:1883    tcp        iot/iot only (anonymous gets CONNACK 5)
     snmpd             127.95.0.6:161      udp        v1/v2c public (ro), private (rw) from 127/8
@@ -368,6 +371,24 @@ def _vsftpd(w: _Work) -> _Launch:
                           "user_home": w.account(FTP_USER[0]).home})
 
 
+def _vsftpd_ftps(w: _Work) -> _Launch:
+    from tests.tls_certs import weak_self_signed
+
+    certs = weak_self_signed(w.dir, w.address)
+    empty = w.path("vsftpd-empty")
+    empty.mkdir(mode=0o755)
+    conf = w.render("vsftpd-ftps.conf", cert=certs.cert, key=certs.key, empty_dir=empty)
+    # vsftpd loads its certificate before its cipher list: only an OpenSSL default of security
+    # level 0 lets it load an RSA-1024 SHA-1 one (Debian's default level is 2).
+    openssl_conf = w.path("openssl.cnf")
+    openssl_conf.write_text("openssl_conf = default_conf\n[default_conf]\nssl_conf = ssl\n"
+                            "[ssl]\nsystem_default = tls\n[tls]\n"
+                            "CipherString = DEFAULT:@SECLEVEL=0\n")
+    return _Launch([_which("vsftpd") or "vsftpd", str(conf)],
+                   env={"OPENSSL_CONF": str(openssl_conf)},
+                   username=FTP_USER[0], password=FTP_USER[1], extra={"cert": str(certs.cert)})
+
+
 def _mosquitto(w: _Work, auth: bool) -> _Launch:
     binary = _which("mosquitto") or "mosquitto"
     if not auth:
@@ -487,6 +508,7 @@ SPECS: Mapping[str, _Spec] = MappingProxyType({
     "lighttpd-digest": _Spec("127.95.0.13", 80, "tcp", (("lighttpd", "lighttpd"),),
                              lambda w: _lighttpd(w, "digest")),
     "vsftpd": _Spec("127.95.0.4", 21, "tcp", (("vsftpd", "vsftpd"),), _vsftpd),
+    "vsftpd-ftps": _Spec("127.95.0.22", 21, "tcp", (("vsftpd", "vsftpd"),), _vsftpd_ftps),
     "mosquitto-anon": _Spec("127.95.0.5", 1883, "tcp", (("mosquitto", "mosquitto"),),
                             lambda w: _mosquitto(w, auth=False)),
     "mosquitto-auth": _Spec("127.95.0.15", 1883, "tcp",
