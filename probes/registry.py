@@ -12,10 +12,11 @@ declarative templates) come in that way, and a user's own template folders throu
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import Distribution, EntryPoint, entry_points
 from pathlib import Path
 
 from probes.api import Probe
@@ -43,6 +44,13 @@ def _source(entry_point: EntryPoint) -> tuple[str, bool]:
     dist = entry_point.dist
     if dist is None:
         return "unknown", False
+    return _distribution_source(dist)
+
+
+@functools.lru_cache(maxsize=256)
+def _distribution_source(dist: Distribution) -> tuple[str, bool]:
+    """("name version", built-in?) once per distribution: reading METADATA for each of a
+    hundred entry points was half of the registry's start-up time."""
     name = dist.metadata["Name"] or "unknown"
     return f"{name} {dist.version}", name.lower() == BUILTIN_DISTRIBUTION
 

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any, ClassVar
 
-import yaml
-
 from probes.api import (
     Facts,
     FleetCheck,
@@ -29,6 +27,7 @@ from probes.api import (
     Target,
 )
 from probes.ssh import PASSWORD_METHODS, SSH_REFERENCES, collect_auth_methods
+from profiles.yamldata import parse_yaml
 from scanner.models import Intrusiveness, Severity
 from scanner.protocols.sshwire import (
     HOST_KEY_FAMILIES,
@@ -102,7 +101,7 @@ def parse_ratings(document: dict[str, Any]) -> RatingTable:
 @functools.cache
 def ratings() -> RatingTable:
     text = files("probes").joinpath(RATINGS_FILE).read_text(encoding="utf-8")
-    return parse_ratings(yaml.safe_load(text))
+    return parse_ratings(parse_yaml(text, RATINGS_FILE))
 
 
 # ----------------------------------------------------------------------------- collection

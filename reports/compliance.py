@@ -15,10 +15,10 @@ from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
 
 from probes.registry import LoadError, load_probes
+from profiles.yamldata import DataFileError, parse_yaml
 
 PRIMARY_FRAMEWORK = "iso-iec-27402-2023"  # the standard iotbaseline is built around: listed first
 MAPPING_ENTRY_POINT_GROUP = "iotbaseline.frameworks"
@@ -126,7 +126,8 @@ def _plugin_mapping(entry_point: EntryPoint, known: Mapping[str, set[str]], own:
     if not isinstance(resource, Traversable):
         raise TypeError(f"{entry_point.value} is not a file; point it at "
                         "importlib.resources.files(__package__) / 'frameworks.yaml'")
-    mapping = PluginMapping.model_validate(yaml.safe_load(resource.read_text("utf-8"))).root
+    mapping = PluginMapping.model_validate(
+        parse_yaml(resource.read_text("utf-8"), entry_point.value)).root
     found: dict[ClauseKey, list[CheckRef]] = {}
     for framework_id, clauses in mapping.items():
         if framework_id not in known:
@@ -173,8 +174,9 @@ def load_frameworks_from(folder: Traversable | Path) -> tuple[Framework, ...]:
         if not resource.name.endswith(".yaml"):
             continue
         try:
-            loaded.append(Framework.model_validate(yaml.safe_load(resource.read_text("utf-8"))))
-        except (yaml.YAMLError, ValidationError) as exc:
+            loaded.append(Framework.model_validate(
+                parse_yaml(resource.read_text("utf-8"), resource.name)))
+        except (DataFileError, ValidationError) as exc:
             raise FrameworkError(f"framework file {resource.name}: {exc}".splitlines()[0]) \
                 from None
     return tuple(loaded)

@@ -432,7 +432,7 @@ def on_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
      "unknown framework 'acme-house-rules'"),
     ("iso-iec-27402-2023:\n  '5.2.6': [{id: acme-check, coverage: total}]\n",
      "ValidationError"),
-    ("iso-iec-27402-2023: [unclosed\n", "ParserError"),
+    ("iso-iec-27402-2023: [unclosed\n", "MAPPING:2: not valid YAML"),
 ])
 def test_a_bad_mapping_is_refused_whole_and_changes_nothing(on_path: Path, mapping: str,
                                                             reason: str) -> None:
