@@ -4,7 +4,8 @@ Every device is a set of asyncio servers on its own loopback address (127.100.0.
 ``asyncio.start_server`` per address and port), so thousands of servers share one event loop:
 
 * cameras   HTTP Basic on 8080 (``Boa``) and a BusyBox-style Telnet login on 2323
-* routers   HTTP Basic on 8080 (``mini_httpd``) and a Telnet login on 2323
+* routers   HTTP Basic on 8080 (``mini_httpd``), a Telnet login on 2323 and an SSH banner on
+            2222 (``dropbear``: banner only, no key exchange and no logins)
 * hubs      an MQTT 3.1.1/5.0 broker on 1883: anonymous allowed or not, one user account
 * hardened  all three services, every login refused, anonymous MQTT refused
 
@@ -56,8 +57,8 @@ from scanner.protocols.telnet import split_negotiation
 
 FORBIDDEN_PORTS = frozenset({2024})  # an unrelated service listens there: never bind or probe
 FIRST_ADDRESS = ipaddress.IPv4Address("127.100.0.1")
-TELNET_PORT, HTTP_PORT, MQTT_PORT = 2323, 8080, 1883
-FARM_PORTS = (MQTT_PORT, TELNET_PORT, HTTP_PORT)
+TELNET_PORT, HTTP_PORT, MQTT_PORT, SSH_PORT = 2323, 8080, 1883, 2222
+FARM_PORTS = (MQTT_PORT, SSH_PORT, TELNET_PORT, HTTP_PORT)
 CHECKS = {
     "telnet": ("telnet-default-credentials",),
     "http": ("http-default-credentials",),
@@ -92,6 +93,7 @@ HTTP_SERVER = {"camera": "Boa/0.94.14rc21", "router": "mini_httpd/1.30",
                "hardened": "nginx"}
 UNAUTHORIZED_BODY = b"<html><body><h1>401 Unauthorized</h1></body></html>"
 HTTP_REALM = {"camera": "Camera", "router": "Router", "hardened": "Administration"}
+SSH_BANNER = b"SSH-2.0-dropbear_2019.78\r\n"
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -133,7 +135,7 @@ class FarmService:
     protocol: str  # "telnet" | "http" | "mqtt"
     port: int
     accepts: Pair | None  # the default credential it accepts, or None
-    secret: Pair  # the owner's strong credential (never in any list)
+    secret: Pair | None  # the owner's strong credential (never in any list); None: no logins
     anonymous: bool = False  # MQTT only
 
 
@@ -179,6 +181,8 @@ def build_devices(count: int, seed: int = 1) -> list[FarmDevice]:
         if kind in ("camera", "router"):
             services = [service("http", HTTP_PORT, rng.random() < VULNERABLE_SHARE),
                         service("telnet", TELNET_PORT, rng.random() < VULNERABLE_SHARE)]
+            if kind == "router":  # outside the RNG, so the credential layout of a seed stays put
+                services.append(FarmService("ssh", SSH_PORT, None, None))
         elif kind == "hub":
             services = [service("mqtt", MQTT_PORT, rng.random() < VULNERABLE_SHARE,
                                 anonymous=rng.random() < ANONYMOUS_SHARE)]
@@ -194,7 +198,7 @@ def truth(devices: list[FarmDevice]) -> list[dict[str, Any]]:
     entries = []
     for device in devices:
         for svc in device.services:
-            for check in CHECKS[svc.protocol]:
+            for check in CHECKS.get(svc.protocol, ()):
                 expected: Any = None
                 if check == "mqtt-anonymous":
                     expected = "anonymous" if svc.anonymous else None
@@ -282,7 +286,8 @@ class Counters:
         }
 
 
-PROTOCOL_BY_PORT = {TELNET_PORT: "telnet", HTTP_PORT: "http", MQTT_PORT: "mqtt"}
+PROTOCOL_BY_PORT = {TELNET_PORT: "telnet", HTTP_PORT: "http", MQTT_PORT: "mqtt",
+                    SSH_PORT: "ssh"}
 
 
 def peak_overlap(spans: list[tuple[float, float]]) -> int:
@@ -361,7 +366,7 @@ class Farm:
             for device in self.devices:
                 for svc in device.services:
                     handler = {"telnet": self._telnet, "http": self._http,
-                               "mqtt": self._mqtt}[svc.protocol]
+                               "mqtt": self._mqtt, "ssh": self._ssh}[svc.protocol]
                     server = await asyncio.start_server(
                         self._tracked(device, svc, handler), device.address, svc.port,
                         limit=MAX_HEAD, backlog=256, reuse_address=True)
@@ -395,7 +400,7 @@ class Farm:
                 client_gone[0] = client_gone[0] or time.monotonic()
                 feed_eof()
 
-            def reset(exc: BaseException) -> None:
+            def reset(exc: Exception) -> None:
                 client_gone[0] = client_gone[0] or time.monotonic()
                 set_exception(exc)
 
@@ -500,6 +505,13 @@ class Farm:
                     f"{extra}Content-Type: text/html\r\nContent-Length: {len(body)}\r\n"
                     "Connection: close\r\n\r\n").encode("latin-1")
         await _send(writer, response + (body if method != "HEAD" else b""))
+
+    async def _ssh(self, device: FarmDevice, svc: FarmService, reader: asyncio.StreamReader,
+                   writer: asyncio.StreamWriter) -> None:
+        """dropbear's identification line; the client's is read (bounded) and the connection
+        closed, which is all a port sweep or a banner fingerprint needs."""
+        await _send(writer, SSH_BANNER)
+        await asyncio.wait_for(reader.read(MAX_LINE), IDLE_TIMEOUT)
 
     async def _mqtt(self, device: FarmDevice, svc: FarmService, reader: asyncio.StreamReader,
                     writer: asyncio.StreamWriter) -> None:
