@@ -82,7 +82,8 @@ def test_every_daemon_is_confined_to_127_95_0_0_24() -> None:
     assert set(daemons.NAMES) == {
         "dropbear", "telnetd-login", "telnetd-shell", "lighttpd-basic", "lighttpd-digest",
         "vsftpd", "mosquitto-anon", "mosquitto-auth", "snmpd", "openssh-keyonly",
-        "openssh-weak", "openssh-hardened", "stunnel-weak", "stunnel-strong", "coap-server"}
+        "openssh-weak", "openssh-hardened", "stunnel-weak", "stunnel-strong", "coap-server",
+        "vsftpd-ftps"}
 
 
 def test_unknown_name_is_an_error_not_a_skip() -> None:
