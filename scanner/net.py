@@ -161,8 +161,12 @@ class Connection:
     async def send(self, data: bytes) -> None:
         self._record("sent", data)
         self.writer.write(data)
-        async with asyncio.timeout(self.limits.read_timeout):
-            await self.writer.drain()
+        transport = self.writer.transport
+        # Nothing queued on a live socket: no wait (and no timer) needed; drain still reports
+        # a connection the peer has closed.
+        if transport.get_write_buffer_size() or transport.is_closing():
+            async with asyncio.timeout(self.limits.read_timeout):
+                await self.writer.drain()
 
     async def recv(self, max_bytes: int | None = None, timeout: float | None = None) -> bytes:
         """Whatever arrives first (b"" at EOF); raises TimeoutError when nothing does."""
@@ -203,9 +207,12 @@ class Connection:
         self._closed = True
         try:
             self.writer.close()
-            await asyncio.wait_for(self.writer.wait_closed(), 1.0)
+            async with asyncio.timeout(1.0):  # (wait_for would cost a task per connection)
+                await self.writer.wait_closed()
         except (OSError, TimeoutError, ssl.SSLError):
-            pass
+            # A TLS peer that never answers close_notify keeps the socket open: cut it, so the
+            # device never has more of our connections than the slots say.
+            self.writer.transport.abort()
         finally:
             self._release()
 
@@ -396,13 +403,18 @@ class Network:
         if gate is None:
             gate = self._hosts[host] = _HostGate(self.limits.per_host, self.limits.rate)
         gate.users += 1
-        async with contextlib.AsyncExitStack() as undo:
-            undo.callback(self._forget, host, gate)
+        try:
             await gate.slots.acquire()
-            undo.callback(gate.slots.release)
+        except BaseException:
+            self._forget(host, gate)
+            raise
+        try:
             await gate.pace()
             await global_slots.acquire()
-            undo.pop_all()
+        except BaseException:
+            gate.slots.release()
+            self._forget(host, gate)
+            raise
         self.connections_opened += 1
         released = False
 
@@ -446,13 +458,11 @@ class Network:
         scheme = "tls" if tls else "tcp"
         endpoint = f"{scheme}://{host_for_url(host)}:{port}"
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(
+            async with asyncio.timeout(timeout if timeout is not None
+                                       else self.limits.connect_timeout):
+                reader, writer = await asyncio.open_connection(
                     host, port, ssl=tls, server_hostname=(server_hostname or "") if tls else None,
-                    limit=self.limits.max_read_bytes,
-                ),
-                timeout if timeout is not None else self.limits.connect_timeout,
-            )
+                    limit=self.limits.max_read_bytes)
         except BaseException:
             release()
             raise
