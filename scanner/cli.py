@@ -3,6 +3,11 @@
 Exit codes: 0 no finding at or above --fail-on; 1 findings at or above it; 2 usage or
 configuration error; 3 the scan could not run; 130 interrupted (a partial report is written).
 Errors are one line on stderr; ``--debug`` adds the traceback. Only report payloads use stdout.
+
+The history store is opt-in for scans: ``--store URL`` (or ``IOTBASELINE_STORE``) saves each scan,
+partial ones too, after its report files are written; a store failure is a one-line warning, never
+a lost scan. ``iotbaseline store …`` uses the same URL, or else the default SQLite file under the
+user's data folder (``$XDG_DATA_HOME/iotbaseline/store.sqlite``); ``--store default`` names it.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -17,6 +23,7 @@ import sys
 import tempfile
 import traceback
 from collections import Counter
+from dataclasses import asdict
 from datetime import datetime
 from importlib.resources import files
 from pathlib import Path
@@ -46,6 +53,7 @@ from scanner.engine import PlanError, ScanEngine, ScanPlan
 from scanner.models import ScanResult, Severity
 from scanner.progress import ScanProgress
 from scanner.storage import JOURNAL_NAME, REPORT_NAME, ResultStore, load_report
+from scanner.store import ScanStore, StoreError, default_store_path, redacted, store_url
 from scanner.targets import Scope, TargetError, build_scope, parse_ports
 from scanner.textsafe import terminal_safe
 
@@ -54,6 +62,7 @@ FORMATS = tuple(RENDERERS)
 DEFAULT_FORMATS = ",".join(name for name in ("json", "html") if name in RENDERERS)
 DEFAULT_PROFILE = "safe"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # both stop the scan and keep a partial report
+STORE_ENV = "IOTBASELINE_STORE"
 
 log = logging.getLogger("iotbaseline")
 
@@ -125,6 +134,8 @@ def _add_scan_options(parser: argparse.ArgumentParser, with_checks: bool) -> Non
                         help="allow globally routable targets (only with authorisation)")
     parser.add_argument("--force", action="store_true",
                         help="allow more than 65,536 addresses")
+    _add_store_option(parser, f"also save the scan in this history store (default from "
+                      f"{STORE_ENV}; none when unset)")
     if with_checks:
         parser.add_argument("--fail-on", default="high", metavar="SEVERITY",
                             help="exit 1 when a finding is at least this severe "
@@ -136,6 +147,12 @@ def _add_scan_options(parser: argparse.ArgumentParser, with_checks: bool) -> Non
                             help="write an evidence bundle to this new folder: a transcript "
                                  "per finding, a packet capture of in-scope traffic (needs "
                                  "root or CAP_NET_RAW) and a SHA-256 manifest")
+
+
+def _add_store_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--store", default=os.environ.get(STORE_ENV), metavar="URL",
+                        help=help_text + ": sqlite:///PATH, a file path, "
+                        "postgresql://USER@HOST/DB or 'default'")
 
 
 def _add_frameworks_option(parser: argparse.ArgumentParser) -> None:
@@ -171,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scan_options(discover, with_checks=False)
     demo = commands.add_parser("demo", help="start a simulated IoT lab on 127.77.0.x, scan it")
     demo.add_argument("--out", type=Path, metavar="DIR", help="report folder")
+    _add_store_option(demo, f"also save the scan in this history store (default from "
+                      f"{STORE_ENV}; none when unset)")
     report = commands.add_parser("report", help="re-render a saved scan, merging assessor "
                                  "answers into the clause verdicts")
     report.add_argument("scan", type=Path, metavar="SCAN.json")
@@ -202,7 +221,28 @@ def build_parser() -> argparse.ArgumentParser:
     plugins_parser.add_subparsers(dest="plugins_command", parser_class=_Parser).add_parser(
         "list", help="the same as plain `plugins`")
     commands.add_parser("version", help="print the version")
+    _add_store_parser(commands)
     return parser
+
+
+def _add_store_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
+    store = commands.add_parser("store", help="the scan history store: create, import, query")
+    _add_store_option(store, f"the store (default from {STORE_ENV}, else {default_store_path()})")
+    actions = store.add_subparsers(dest="store_command", required=True, parser_class=_Parser)
+    actions.add_parser("init", help="create the store, or bring its schema up to date")
+    actions.add_parser("upgrade", help="bring the store's schema up to date")
+    imported = actions.add_parser("import", help="save report.json files (idempotent by scan id)")
+    imported.add_argument("reports", nargs="+", type=Path, metavar="REPORT.json")
+    scans = actions.add_parser("scans", help="the saved scans, newest first")
+    scans.add_argument("--limit", type=_positive_int, default=50, metavar="N")
+    scans.add_argument("--offset", type=int, default=0, metavar="N")
+    scans.add_argument("--json", action="store_true", help="JSON instead of a table")
+    devices = actions.add_parser("devices", help="every device seen, with its latest verdict")
+    devices.add_argument("--json", action="store_true", help="JSON instead of a table")
+    history = actions.add_parser("history", help="one device across scans: addresses, verdicts, "
+                                 "findings")
+    history.add_argument("device", metavar="DEVICE", help="device key, MAC, serial or address")
+    history.add_argument("--json", action="store_true", help="JSON instead of text")
 
 
 def _scope(args: argparse.Namespace) -> Scope:
@@ -340,12 +380,42 @@ def _exit_code(result: ScanResult, fail_on: Severity | None) -> int:
     return EXIT_OK
 
 
+def _requested_store(args: argparse.Namespace) -> str | None:
+    """The store URL asked for, checked before scanning so a typo fails fast."""
+    if not args.store:
+        return None
+    try:
+        store_url(args.store)
+    except StoreError as exc:
+        raise UsageError(f"--store: {exc}") from None
+    return str(args.store)
+
+
+def _save_to_store(result: ScanResult, url: str | None) -> None:
+    """Save the finished (or partial) scan; the report files exist already, so a failure here
+    is a warning, not a lost scan."""
+    if url is None:
+        return
+    try:
+        with ScanStore(url) as store:
+            store.save_scan(result)
+            sys.stderr.write(f"Stored: scan {result.meta.scan_id} in {redacted(store.url)}\n")
+    except Exception as exc:
+        log.warning("scan not saved to the store: %s", _one_line(exc))
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0][:300] if text else type(exc).__name__)
+
+
 def _cmd_scan(args: argparse.Namespace, with_checks: bool) -> int:
     try:
         fail_on = Severity.parse(args.fail_on) if with_checks else None
     except ValueError as exc:
         raise UsageError(f"--fail-on: {exc}") from None
     evidence = _evidence_dir(getattr(args, "evidence", None))
+    store = _requested_store(args)
     plan = _plan(args, with_checks)
     out_dir = _out_dir(args.out)
     log.info("scanning %d address(es) with profile %s; report in %s", plan.scope.size,
@@ -353,11 +423,14 @@ def _cmd_scan(args: argparse.Namespace, with_checks: bool) -> int:
     result = asyncio.run(_run_engine(plan, out_dir) if evidence is None
                          else _run_with_evidence(plan, out_dir, evidence))
     print_summary(result, out_dir)
+    _save_to_store(result, store)
     return _exit_code(result, fail_on)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from scanner.lab import Lab, default_devices
+
+    store = _requested_store(args)
 
     async def run() -> tuple[ScanResult, Path]:
         devices = default_devices()
@@ -385,6 +458,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     result, out_dir = asyncio.run(run())
     print_summary(result, out_dir)
+    _save_to_store(result, store)
     return _exit_code(result, None)
 
 
@@ -424,6 +498,59 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     changes = diff_results(_load_scan(args.old), _load_scan(args.new))
     sys.stdout.write(render_diff_json(changes) if args.json else render_diff_text(changes))
     return EXIT_OK
+
+
+def _cmd_store(args: argparse.Namespace) -> int:
+    url = args.store or "default"
+    with ScanStore(url) as store:
+        write = sys.stdout.write
+        command = args.store_command
+        if command in {"init", "upgrade"}:
+            write(f"{redacted(store.url)}: schema at revision {store.revision}\n")
+        elif command == "import":
+            for path in args.reports:
+                write(f"{store.save_scan(_load_scan(path))} {path}\n")
+        elif command == "scans":
+            scans = store.list_scans(args.limit, args.offset)
+            if args.json:
+                write(json.dumps([asdict(scan) for scan in scans], default=str, indent=2) + "\n")
+            for scan in [] if args.json else scans:
+                state = "complete" if scan.complete else "partial"
+                write(f"{scan.id}  {scan.started_at:%Y-%m-%d %H:%M:%S}Z  {state:<8} "
+                      f"{scan.devices:>5} device(s) {scan.findings:>6} finding(s)  "
+                      f"{terminal_safe(scan.profile, 40)}\n")
+        elif command == "devices":
+            devices = store.devices()
+            if args.json:
+                write(json.dumps([asdict(d) for d in devices], default=str, indent=2) + "\n")
+            for device in [] if args.json else devices:
+                label = terminal_safe(" ".join(filter(None, [device.vendor, device.model])), 40)
+                write(f"{terminal_safe(device.key, 48):<48} {device.address:<16} "
+                      f"{device.verdict or '-':<14} {device.last_seen:%Y-%m-%d} {label}\n")
+        else:
+            _write_history(store, args.device, args.json)
+    return EXIT_OK
+
+
+def _write_history(store: ScanStore, device: str, as_json: bool) -> None:
+    try:
+        history = store.device_history(store.find_device(device))
+    except LookupError as exc:
+        raise UsageError(str(exc.args[0])) from None
+    write = sys.stdout.write
+    if as_json:
+        write(json.dumps(asdict(history), default=str, indent=2) + "\n")
+        return
+    summary = history.device
+    write(f"{terminal_safe(summary.key, 200)} ({terminal_safe(summary.vendor or '', 60)} "
+          f"{terminal_safe(summary.model or '', 60)}), first seen {summary.first_seen:%Y-%m-%d}"
+          "\n")
+    for entry in history.entries:
+        write(f"  {entry.started_at:%Y-%m-%d %H:%M}Z {entry.scan_id} {entry.address:<16} "
+              f"{entry.verdict or '-'}: {len(entry.findings)} finding(s)\n")
+        for finding in entry.findings:
+            write(f"    [{finding.severity:>8}] {finding.port or '-'} {finding.check_id}: "
+                  f"{terminal_safe(finding.title, 120)}\n")
 
 
 def _cmd_profiles(args: argparse.Namespace) -> int:
@@ -495,8 +622,10 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_diff(args)
         if args.command == "demo":
             return _cmd_demo(args)
+        if args.command == "store":
+            return _cmd_store(args)
         return _cmd_scan(args, with_checks=args.command == "scan")
-    except (UsageError, TargetError, DataFileError, PlanError, EvidenceError) as exc:
+    except (UsageError, TargetError, DataFileError, PlanError, EvidenceError, StoreError) as exc:
         sys.stderr.write(f"iotbaseline: error: {exc}\n")
         if args.debug:
             traceback.print_exc()
