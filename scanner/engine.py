@@ -104,6 +104,7 @@ class ScanPlan:
     formats: list[str] = field(default_factory=lambda: ["json"])
     answers: dict[AnswerKey, ManualAnswer] = field(default_factory=dict)
     frameworks: list[str] = field(default_factory=lambda: [PRIMARY_FRAMEWORK])
+    scan_id: str | None = None  # a job's id, so a job run twice is one scan in the store
 
     @classmethod
     def build(cls, scope: Scope, profile: ScanProfile, probes: Iterable[LoadedProbe], *,
@@ -197,7 +198,8 @@ class ScanEngine:
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
         self.meta = ScanMeta(
-            tool_version=__version__, scan_id=str(uuid.uuid4()), profile=plan.profile.name,
+            tool_version=__version__, scan_id=plan.scan_id or str(uuid.uuid4()),
+            profile=plan.profile.name,
             targets=list(plan.scope.target_specs), excluded=list(plan.scope.exclude_specs),
             scope_size=plan.scope.size, ports={"tcp": plan.tcp_ports, "udp": plan.udp_ports},
             started_at=utc_now(), command_line=plan.command_line,

@@ -32,10 +32,12 @@ def write_private(path: Path, text: str) -> None:
 
 
 class ResultStore:
-    def __init__(self, out_dir: Path) -> None:
+    def __init__(self, out_dir: Path, replace: bool = False) -> None:
+        """``replace``: start the journal afresh (a redelivered scan job runs again)."""
         self.out_dir = out_dir
         out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(out_dir / JOURNAL_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        mode = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if replace else 0)
+        fd = os.open(out_dir / JOURNAL_NAME, mode, 0o600)
         self._journal = os.fdopen(fd, "a", encoding="utf-8")
         self.devices: dict[str, Device] = {}
         self.findings: list[Finding] = []

@@ -1,0 +1,86 @@
+"""A scan as a job: what the scheduler, the service API and the scan agents hand on to be run.
+
+One definition of "run this scan" for every caller, so a scheduled scan, an API-triggered scan
+and one a Celery worker picks up behave the same: the job's targets must lie inside the
+service's authorised scope, its id becomes the scan id (a job delivered twice to an agent is
+stored once: the store replaces a scan by id), the report files are written under the job's
+output folder, and the result is saved to the store when one is named.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from probes.registry import load_probes
+from profiles import load_profile
+from scanner.engine import ScanEngine, ScanPlan
+from scanner.models import ScanResult
+from scanner.storage import ResultStore
+from scanner.targets import Scope, TargetError, build_scope, parse_ports
+
+DEFAULT_FORMATS = ("json", "html")
+
+
+class ScanJob(BaseModel):
+    """Everything needed to run one scan somewhere else, as plain data (JSON on a queue)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    job_id: str = Field(default_factory=lambda: str(uuid.uuid4()), min_length=8, max_length=64,
+                        pattern=r"^[A-Za-z0-9-]+$")
+    targets: list[str] = Field(min_length=1, max_length=256)
+    excludes: list[str] = Field(default_factory=list, max_length=256)
+    excluded_ports: list[int] = Field(default_factory=list, max_length=1024)
+    profile: str = "safe"
+    ports: str | None = None  # as --ports: "tcp:22,80;udp:161" or "22,80"
+    formats: list[str] = Field(default_factory=lambda: list(DEFAULT_FORMATS))
+    segment: str = Field("default", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    schedule_id: int | None = None
+    requested_by: str = ""  # schedule name, API token name, "cli"
+
+
+def check_authorised(job: ScanJob, authorised: Scope | None) -> Scope:
+    """The job's scope, refused with a one-line TargetError when any of it lies outside the
+    scope the service was configured with (an API caller cannot widen it)."""
+    scope = build_scope(job.targets, job.excludes, excluded_ports=job.excluded_ports)
+    if authorised is None:
+        return scope
+    for interval in scope.intervals:
+        if not any(outer.version == interval.version and outer.first <= interval.first
+                   and interval.last <= outer.last for outer in authorised.intervals):
+            raise TargetError(f"targets {', '.join(job.targets)[:200]} are not all inside the "
+                              "authorised scope")
+    return scope
+
+
+def plan_for(job: ScanJob, authorised: Scope | None = None) -> ScanPlan:
+    scope = check_authorised(job, authorised)
+    ports = parse_ports(job.ports) if job.ports else None
+    plan = ScanPlan.build(scope, load_profile(job.profile), load_probes()[0], ports=ports,
+                          command_line=["iotbaseline", "job", job.job_id])
+    plan.formats = sorted(set(job.formats) | {"json"})
+    plan.scan_id = job.job_id
+    return plan
+
+
+async def run_job(job: ScanJob, out_root: Path, store_url: str | None = None,
+                  authorised: Scope | None = None) -> ScanResult:
+    """Run the scan in this process; report files in ``out_root/<job id>``; saved to the store
+    (idempotent by scan id) when a URL is given. A redelivered job overwrites its own folder."""
+    plan = plan_for(job, authorised)
+    out_dir = out_root / job.job_id
+    result = await ScanEngine(plan, ResultStore(out_dir, replace=True)).run()
+    if store_url is not None:
+        await asyncio.to_thread(_save, result, store_url, job)
+    return result
+
+
+def _save(result: ScanResult, store_url: str, job: ScanJob) -> None:
+    from scanner.store import ScanStore  # the store's dependencies load only when used
+
+    with ScanStore(store_url) as store:
+        store.save_scan(result, schedule_id=job.schedule_id)
