@@ -161,12 +161,8 @@ class Connection:
     async def send(self, data: bytes) -> None:
         self._record("sent", data)
         self.writer.write(data)
-        transport = self.writer.transport
-        # Nothing queued on a live socket: no wait (and no timer) needed; drain still reports
-        # a connection the peer has closed.
-        if transport.get_write_buffer_size() or transport.is_closing():
-            async with asyncio.timeout(self.limits.read_timeout):
-                await self.writer.drain()
+        async with asyncio.timeout(self.limits.read_timeout):
+            await self.writer.drain()
 
     async def recv(self, max_bytes: int | None = None, timeout: float | None = None) -> bytes:
         """Whatever arrives first (b"" at EOF); raises TimeoutError when nothing does."""
@@ -458,11 +454,16 @@ class Network:
         scheme = "tls" if tls else "tcp"
         endpoint = f"{scheme}://{host_for_url(host)}:{port}"
         try:
-            async with asyncio.timeout(timeout if timeout is not None
-                                       else self.limits.connect_timeout):
-                reader, writer = await asyncio.open_connection(
+            # wait_for, not asyncio.timeout: its extra task hop lets a device's first bytes
+            # arrive before we speak, which talk-first probes (RTSP) rely on with devices that
+            # send a banner and hang up (our bytes then meet a RST that drops the banner).
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(
                     host, port, ssl=tls, server_hostname=(server_hostname or "") if tls else None,
-                    limit=self.limits.max_read_bytes)
+                    limit=self.limits.max_read_bytes,
+                ),
+                timeout if timeout is not None else self.limits.connect_timeout,
+            )
         except BaseException:
             release()
             raise
