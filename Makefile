@@ -6,7 +6,8 @@ BIN    := $(VENV)/bin
 # Debian packages the integration tests drive: nmap (python-nmap path), iproute2 (namespaces),
 # and the real daemons the credential probes are tested against (tests/daemons/).
 TEST_DEBS := python3-venv postgresql nmap iproute2 dropbear-bin busybox-static lighttpd vsftpd mosquitto snmpd snmp \
-             openssh-server openssl chromium stunnel4 sslscan ssh-audit libcoap3-bin
+             openssh-server openssl chromium stunnel4 sslscan ssh-audit libcoap3-bin \
+             redis-server
 
 .PHONY: demo test install test-install system-deps
 
