@@ -49,6 +49,7 @@ from reports.evidence import EvidenceError, sha256_file, write_evidence
 from reports.renderers import RENDERERS, write_reports
 from reports.verdicts import assess
 from scanner import __version__
+from scanner.agents import BROKER_ENV, run_worker, valid_segment
 from scanner.engine import PlanError, ScanEngine, ScanPlan
 from scanner.models import ScanResult, Severity
 from scanner.progress import ScanProgress
@@ -56,6 +57,7 @@ from scanner.storage import JOURNAL_NAME, REPORT_NAME, ResultStore, load_report
 from scanner.store import ScanStore, StoreError, default_store_path, redacted, store_url
 from scanner.targets import Scope, TargetError, build_scope, parse_ports
 from scanner.textsafe import terminal_safe
+from scanner.webhooks import WebhookTarget
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_SCAN_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 FORMATS = tuple(RENDERERS)
@@ -222,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
         "list", help="the same as plain `plugins`")
     commands.add_parser("version", help="print the version")
     _add_store_parser(commands)
+    _add_schedule_parser(commands)
+    _add_worker_parser(commands)
+    _add_service_parsers(commands)
     return parser
 
 
@@ -243,6 +248,187 @@ def _add_store_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
                                  "findings")
     history.add_argument("device", metavar="DEVICE", help="device key, MAC, serial or address")
     history.add_argument("--json", action="store_true", help="JSON instead of text")
+
+
+def _add_worker_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
+    worker = commands.add_parser("worker", help="a scan agent: run the scans queued for one "
+                                 "network segment, saving them to the central store")
+    worker.add_argument("--segment", required=True, metavar="NAME",
+                        help="serve the queue scan.NAME (lower-case letters, digits, '-')")
+    worker.add_argument("--broker", default=os.environ.get(BROKER_ENV), metavar="URL",
+                        help=f"the Celery broker, redis://HOST:PORT/DB (default from "
+                             f"{BROKER_ENV})")
+    _add_store_option(worker, f"the central store scans are saved to (default from {STORE_ENV})")
+    worker.add_argument("--concurrency", type=_positive_int, default=1, metavar="N",
+                        help="scans run at once, one process each (default 1)")
+    worker.add_argument("--out", type=Path, default=Path("iotbaseline-agent"), metavar="DIR",
+                        help="report files go to DIR/<scan id> (default ./iotbaseline-agent)")
+    worker.add_argument("--name", metavar="NAME@HOST",
+                        help="the worker's name (default SEGMENT-<random>@<host name>)")
+
+
+def _add_service_parsers(commands: argparse._SubParsersAction[_Parser]) -> None:
+    serve = commands.add_parser("serve", help="the REST API, the dashboard and the scheduler")
+    serve.add_argument("--listen", default="127.0.0.1:8700", metavar="HOST:PORT",
+                       help="address to serve on (default 127.0.0.1:8700)")
+    _add_store_option(serve, f"the store (default from {STORE_ENV}, else {default_store_path()})")
+    serve.add_argument("--authorised", nargs="+", required=True, metavar="CIDR",
+                       help="the only networks scans started here may touch")
+    serve.add_argument("--out", type=Path, default=Path("iotbaseline-service"), metavar="DIR",
+                       help="report files go to DIR/<scan id> (default ./iotbaseline-service)")
+    serve.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve HTTPS with this "
+                       "certificate chain (with --tls-key)")
+    serve.add_argument("--tls-key", type=Path, metavar="PEM", help="the certificate's key")
+    token = commands.add_parser("token", help="API and dashboard tokens: create, list, revoke")
+    _add_store_option(token, f"the store (default from {STORE_ENV}, else {default_store_path()})")
+    actions = token.add_subparsers(dest="token_command", required=True, parser_class=_Parser)
+    create = actions.add_parser("create", help="a new token, printed once (only a hash is kept)")
+    create.add_argument("name")
+    create.add_argument("--role", choices=("viewer", "operator"), default="viewer",
+                        help="viewers read; operators also start scans and edit schedules")
+    actions.add_parser("list", help="the tokens, never their secrets")
+    revoke = actions.add_parser("revoke", help="revoke a token by id")
+    revoke.add_argument("id", type=int)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from scanner.service.app import serve, tls_context
+    from scanner.service.keys import ServiceConfig
+
+    host, _, port_text = args.listen.rpartition(":")
+    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise UsageError(f"--listen: need HOST:PORT, got {args.listen!r}")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise UsageError("--tls-cert and --tls-key go together")
+    try:
+        tls = tls_context(args.tls_cert, args.tls_key) if args.tls_cert else None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--tls-cert/--tls-key: {exc}") from None
+    url = args.store or "default"
+    with ScanStore(url):  # reachable, schema up to date: fail now, not at the first request
+        pass
+    config = ServiceConfig(store_url=url, authorised=build_scope(args.authorised),
+                           out_root=args.out, secure_cookies=tls is not None)
+    asyncio.run(serve(config, host.strip("[]"), int(port_text), tls))
+    return EXIT_OK
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    with ScanStore(args.store or "default") as store:
+        if args.token_command == "create":
+            try:
+                token, secret = store.create_token(args.name, args.role)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+            sys.stderr.write(f"Token {token.id} ({token.name}, {token.role}); shown once:\n")
+            sys.stdout.write(secret + "\n")
+        elif args.token_command == "list":
+            for token in store.list_tokens():
+                used = token.last_used.isoformat(timespec="seconds") if token.last_used \
+                    else "never used"
+                sys.stdout.write(f"{token.id}\t{terminal_safe(token.name, 100)}\t{token.role}\t"
+                                 f"{token.created_at.isoformat(timespec='seconds')}\t{used}\n")
+        else:
+            try:
+                store.revoke_token(args.id)
+            except LookupError as exc:
+                raise UsageError(str(exc)) from None
+            sys.stderr.write(f"Revoked token {args.id}\n")
+    return EXIT_OK
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    if not valid_segment(args.segment):
+        raise UsageError(f"--segment: not a segment name: {args.segment!r}")
+    if not args.broker:
+        raise UsageError(f"a worker needs --broker (or {BROKER_ENV})")
+    store = _requested_store(args)
+    if store is None:
+        raise UsageError(f"a worker needs --store (or {STORE_ENV}): the central store")
+    with ScanStore(store):  # reachable, schema up to date: fail now, not at the first scan
+        pass
+    run_worker(args.segment, args.broker, store, args.out, args.concurrency, args.name)
+    return EXIT_OK
+
+
+def _add_schedule_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
+    schedule = commands.add_parser("schedule", help="recurring scans run by `iotbaseline "
+                                   "serve`: add, list, remove")
+    _add_store_option(schedule, f"the store (default from {STORE_ENV}, else "
+                      f"{default_store_path()})")
+    actions = schedule.add_subparsers(dest="schedule_command", required=True,
+                                      parser_class=_Parser)
+    add = actions.add_parser("add", help="a new schedule, first due at the cron's next time")
+    add.add_argument("name", metavar="NAME")
+    add.add_argument("--cron", required=True, metavar="EXPR",
+                     help="five cron fields, in UTC, e.g. '*/30 * * * *'")
+    add.add_argument("--targets", nargs="+", required=True, metavar="TARGET",
+                     help="address, CIDR, range or host name")
+    add.add_argument("--exclude", action="append", default=[], metavar="TARGET",
+                     help="leave these out; repeatable")
+    add.add_argument("--profile", default=DEFAULT_PROFILE, metavar="NAME|PATH",
+                     help=f"scan profile (default {DEFAULT_PROFILE})")
+    add.add_argument("--ports", metavar="PORTS", help="ports instead of the profile's")
+    _add_format_option(add)
+    add.add_argument("--segment", metavar="NAME",
+                     help="network segment whose scan agents run it (default: in-process)")
+    add.add_argument("--webhook", action="append", default=[], metavar="URL",
+                     help="POST the drift here after each scan; repeatable")
+    add.add_argument("--webhook-secret-env", action="append", default=[], metavar="VAR",
+                     help="environment variable holding the HMAC secret of each --webhook, in "
+                          "order (one for all when given once); read when sending, never stored")
+    listed = actions.add_parser("list", help="the schedules, with their next and last runs")
+    listed.add_argument("--json", action="store_true", help="JSON instead of a table")
+    removed = actions.add_parser("remove", help="delete a schedule (its scans stay)")
+    removed.add_argument("name", metavar="NAME")
+
+
+def _webhook_targets(urls: list[str], secret_envs: list[str]) -> list[WebhookTarget]:
+    if urls and len(secret_envs) == 1:
+        secret_envs = secret_envs * len(urls)
+    if len(secret_envs) != len(urls):
+        raise UsageError("give one --webhook-secret-env per --webhook (or one for all): "
+                         "every webhook is signed")
+    try:
+        return [WebhookTarget(url, env) for url, env in zip(urls, secret_envs, strict=True)]
+    except ValueError as exc:
+        raise UsageError(f"--webhook: {exc}") from None
+
+
+def _cmd_schedule(args: argparse.Namespace) -> int:
+    from scanner.schedule import add_schedule, schedule_named
+
+    write = sys.stdout.write
+    with ScanStore(args.store or "default") as store:
+        if args.schedule_command == "add":
+            webhooks = _webhook_targets(args.webhook, args.webhook_secret_env)
+            try:
+                added = add_schedule(store, args.name, args.cron, args.targets,
+                                     excludes=args.exclude, profile=args.profile,
+                                     ports=args.ports, formats=_formats(args.format),
+                                     segment=args.segment, webhooks=webhooks)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+            write(f"schedule {added.name} added (id {added.id}), next run "
+                  f"{added.next_run:%Y-%m-%d %H:%M}Z\n")
+        elif args.schedule_command == "list":
+            schedules = store.list_schedules()
+            if args.json:
+                write(json.dumps([asdict(s) for s in schedules], default=str, indent=2) + "\n")
+            for item in [] if args.json else schedules:
+                last = f"{item.last_run:%Y-%m-%d %H:%M}Z" if item.last_run else "never"
+                upcoming = f"{item.next_run:%Y-%m-%d %H:%M}Z" if item.next_run else "-"
+                write(f"{terminal_safe(item.name, 40):<20} {terminal_safe(item.cron, 40):<16} "
+                      f"next {upcoming}  "
+                      f"last {last}  {item.segment or 'in-process'}  "
+                      f"{terminal_safe(' '.join(item.targets), 120)}\n")
+        else:
+            try:
+                store.delete_schedule(schedule_named(store, args.name).id)
+            except LookupError as exc:
+                raise UsageError(str(exc.args[0])) from None
+            write(f"schedule {args.name} removed\n")
+    return EXIT_OK
 
 
 def _scope(args: argparse.Namespace) -> Scope:
@@ -624,6 +810,14 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_demo(args)
         if args.command == "store":
             return _cmd_store(args)
+        if args.command == "schedule":
+            return _cmd_schedule(args)
+        if args.command == "serve":
+            return _cmd_serve(args)
+        if args.command == "token":
+            return _cmd_token(args)
+        if args.command == "worker":
+            return _cmd_worker(args)
         return _cmd_scan(args, with_checks=args.command == "scan")
     except (UsageError, TargetError, DataFileError, PlanError, EvidenceError, StoreError) as exc:
         sys.stderr.write(f"iotbaseline: error: {exc}\n")
