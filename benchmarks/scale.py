@@ -178,7 +178,7 @@ async def engine_run(mode: str, addresses: list[str], ports: list[int],
     swept: dict[str, list[int]] = {}
     if mode == "sweep":  # the engine's own workers, limits and liveness logic, nothing after
         async def sweep_only(address: str) -> None:
-            swept[address] = (await engine._sweep(address))[1]
+            swept[address] = sorted((await engine.sweep(address, identify=False))[1])
 
         engine._scan_host = sweep_only  # type: ignore[method-assign,unused-ignore]
     stopper = asyncio.get_running_loop().call_later(args.timeout, engine.stop)

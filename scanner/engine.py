@@ -283,40 +283,48 @@ class ScanEngine:
         except Exception as exc:  # an engine bug on one host must not end the scan
             self._record_error("host-scan", address, None, exc)
 
-    async def _tcp_state(self, address: str, port: int) -> str:
-        """"open", "closed" (refused: the host is up) or "filtered" (no answer)."""
+    async def _port(self, address: str, port: int, identify: bool,
+                    ) -> tuple[str, Service | None]:
+        """"open" (with the service identified on the same connection when asked), "closed"
+        (refused: the host is up) or "filtered" (no answer)."""
         try:
             conn = await self.network.open_tcp(address, port)
         except ConnectionRefusedError:
-            return "closed"
+            return "closed", None
         except (TimeoutError, OSError):
-            return "filtered"
-        await conn.close()
-        return "open"
+            return "filtered", None
+        if not identify:
+            await conn.close()
+            return "open", None
+        # The sweep's connection is the identification's first: one connect per open port.
+        return "open", await fingerprint.identify_tcp(self.network, address, port, conn)
 
-    async def _sweep(self, address: str) -> tuple[bool, list[int]]:
+    async def sweep(self, address: str, identify: bool = True,
+                    ) -> tuple[bool, dict[int, Service | None]]:
         """Liveness first, on the chosen ports the profile names (or the first few chosen); an
-        empty liveness list means treat every host as up, like nmap -Pn."""
+        empty liveness list means treat every host as up, like nmap -Pn. Returns whether the
+        host is up and its open TCP ports (identified, when asked)."""
         wanted = self.plan.profile.discovery.liveness_ports
         first = [p for p in self.plan.tcp_ports if p in wanted] or self.plan.tcp_ports[:4]
         states = dict(zip(first, await asyncio.gather(
-            *(self._tcp_state(address, port) for port in first)), strict=True))
+            *(self._port(address, port, identify) for port in first)), strict=True))
         alive = (not wanted or address in self.lan_facts or not self.plan.tcp_ports
-                 or any(s != "filtered" for s in states.values()))
+                 or any(state != "filtered" for state, _ in states.values()))
         if not alive:
-            return False, []
+            return False, {}
         rest = [p for p in self.plan.tcp_ports if p not in states]
         states.update(zip(rest, await asyncio.gather(
-            *(self._tcp_state(address, port) for port in rest)), strict=True))
-        return True, sorted(p for p in self.plan.tcp_ports if states.get(p) == "open")
+            *(self._port(address, port, identify) for port in rest)), strict=True))
+        return True, {port: service for port, (state, service) in sorted(states.items())
+                      if state == "open"}
 
     async def _scan_host(self, address: str) -> None:
-        alive, open_ports = await self._sweep(address)
+        alive, found = await self.sweep(address)
         if not alive:
             self.progress.host_done(False, None)
             return
-        services = list(await asyncio.gather(
-            *(fingerprint.identify_tcp(self.network, address, port) for port in open_ports)))
+        open_ports = sorted(found)
+        services = [service for service in found.values() if service is not None]
         services += await fingerprint.identify_all_udp(self.network, address,
                                                        self.plan.udp_ports)
         facts = self.lan_facts.get(address, lan.LanFacts())

@@ -154,9 +154,10 @@ def certificate_facts(der: bytes) -> Certificate:
     )
 
 
-async def _identify_plain(network: Network, host: str, port: int) -> Service | None:
+async def _identify_plain(network: Network, host: str, port: int,
+                          opened: Connection | None = None) -> Service | None:
     hint = PORT_HINTS.get(port)
-    async with await network.open_tcp(host, port) as conn:
+    async with opened or await network.open_tcp(host, port) as conn:
         banner = await conn.recv_until(
             lambda b: b"\n" in b or telnet.classify_prompt(telnet.split_negotiation(b)[0])
             is not None, max_bytes=4096,
@@ -235,8 +236,21 @@ async def _identify_binary(network: Network, host: str, port: int) -> Service | 
                    sources=[request.recogniser], details=details)
 
 
-async def identify_tcp(network: Network, host: str, port: int) -> Service:
-    """Best identification of one open TCP port; never raises for what the device does."""
+async def identify_tcp(network: Network, host: str, port: int,
+                       opened: Connection | None = None) -> Service:
+    """Best identification of one open TCP port; never raises for what the device does.
+
+    ``opened``: the sweep's connection to the port, used for the plain-text attempt when that
+    comes first; otherwise closed at once (it holds one of the host's slots)."""
+    try:
+        return await _identify_tcp(network, host, port, opened)
+    finally:
+        if opened is not None:
+            await opened.close()  # no-op when an attempt already used and closed it
+
+
+async def _identify_tcp(network: Network, host: str, port: int,
+                        opened: Connection | None) -> Service:
     if port in FRAGILE_PORTS:
         return Service(port=port, transport="tcp", protocol=FRAGILE_PORTS[port],
                        sources=["port"], details={"note": "fragile port: no payload sent",
@@ -245,10 +259,16 @@ async def identify_tcp(network: Network, host: str, port: int) -> Service:
         [_identify_plain, _identify_tls]
     if interface_table().tcp_request_for(port) is not None:
         attempts.insert(0, _identify_binary)
+    if opened is not None and attempts[0] is not _identify_plain:
+        await opened.close()
+        opened = None
     problems = []
     for attempt in attempts:
         try:
-            service = await attempt(network, host, port)
+            if attempt is _identify_plain and opened is not None:
+                service, opened = await _identify_plain(network, host, port, opened), None
+            else:
+                service = await attempt(network, host, port)
         except ScopeViolation:
             raise
         except Exception as exc:  # whatever the device provokes, the port stays recorded
