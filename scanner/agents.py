@@ -27,6 +27,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,8 @@ from scanner.targets import Scope
 
 if TYPE_CHECKING:
     from celery import Celery
+
+    from scanner.engine import ScanEngine
 
 BROKER_ENV = "IOTBASELINE_BROKER"
 VISIBILITY_ENV = "IOTBASELINE_VISIBILITY_TIMEOUT"
@@ -118,22 +121,18 @@ def celery_app(broker_url: str) -> Celery:
 
 
 async def run_and_record(job: ScanJob, out_root: Path, store_url: str | None,
-                         authorised: Scope | None = None) -> ScanResult:
+                         authorised: Scope | None = None,
+                         on_engine: Callable[[ScanEngine], None] | None = None) -> ScanResult:
     """What every place that runs a job does: the scan, then the schedule's drift."""
-    result = await run_job(job, out_root, store_url, authorised)
+    result = await run_job(job, out_root, store_url, authorised, on_engine)
     if store_url is not None and job.schedule_id is not None:
         await asyncio.to_thread(record_drift, store_url, job.job_id)
     return result
 
 
 def record_drift(store_url: str, scan_id: str) -> None:
-    """Drift and webhooks for a scheduled scan, by ``scanner.drift.after_scan`` when the
-    drift module is installed alongside (it is optional for agents)."""
-    try:
-        from scanner.drift import after_scan  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        log.debug("scanner.drift not available: no drift for scan %s", scan_id)
-        return
+    """Drift and webhooks for a scheduled scan, wherever it ran."""
+    from scanner.drift import after_scan  # the store's dependencies load only when used
     from scanner.store import ScanStore
 
     with ScanStore(store_url) as store:
@@ -141,17 +140,18 @@ def record_drift(store_url: str, scan_id: str) -> None:
 
 
 async def dispatch(job: ScanJob, broker_url: str | None = None, store_url: str | None = None,
-                   out_root: Path = Path("."), authorised: Scope | None = None) -> Dispatched:
+                   out_root: Path = Path("."), authorised: Scope | None = None,
+                   on_engine: Callable[[ScanEngine], None] | None = None) -> Dispatched:
     """Run the job in-process, or queue it for its segment's workers when a broker is set.
 
     The scope is checked here either way, so a job outside ``authorised`` is refused before it
-    reaches a queue. ``store_url`` and ``out_root`` apply in-process only: a worker saves to the
-    store and folder it was started with."""
+    reaches a queue. ``store_url``, ``out_root`` and ``on_engine`` (see ``run_job``) apply
+    in-process only: a worker saves to the store and folder it was started with."""
     check_authorised(job, authorised)
     broker = configured_broker(broker_url)
     if broker is None:
         return Dispatched(job.job_id, None, await run_and_record(job, out_root, store_url,
-                                                                 authorised))
+                                                                 authorised, on_engine))
     queue = segment_queue(job.segment)
     await asyncio.to_thread(_publish, broker, job, queue)
     return Dispatched(job.job_id, queue)

@@ -418,10 +418,13 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
             for item in [] if args.json else schedules:
                 last = f"{item.last_run:%Y-%m-%d %H:%M}Z" if item.last_run else "never"
                 upcoming = f"{item.next_run:%Y-%m-%d %H:%M}Z" if item.next_run else "-"
+                scope = " ".join([*item.targets,
+                                  *(["excluding", *item.excludes] if item.excludes else []),
+                                  *(["ports", item.ports] if item.ports else [])])
                 write(f"{terminal_safe(item.name, 40):<20} {terminal_safe(item.cron, 40):<16} "
                       f"next {upcoming}  "
                       f"last {last}  {item.segment or 'in-process'}  "
-                      f"{terminal_safe(' '.join(item.targets), 120)}\n")
+                      f"{terminal_safe(scope, 160)}  webhooks {len(item.webhooks)}\n")
         else:
             try:
                 store.delete_schedule(schedule_named(store, args.name).id)

@@ -13,13 +13,10 @@ import asyncio
 import logging
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from reports.diff import FindingRef, VerdictChange, diff_results
 from scanner.models import ScanResult
 from scanner.store import ScanStore
-from scanner.store.schema import DeviceRow, ScanDeviceRow, ScanRow
 from scanner.webhooks import DEFAULT_RETRY, Delivery, RetryPolicy, WebhookTarget, deliver_all
 
 DRIFT_FORMAT = "iotbaseline-drift/1"
@@ -64,7 +61,7 @@ class DriftSummary(_Model):
 def compute_drift(store: ScanStore, scan_id: str) -> DriftSummary | None:
     """The drift of a scheduled scan against the schedule's previous scan; None for a scan of
     no schedule or the schedule's first scan (nothing to compare with)."""
-    schedule_id = _schedule_of(store, scan_id)
+    schedule_id = store.scan_schedule(scan_id)
     if schedule_id is None:
         return None
     previous_id = store.previous_scan(schedule_id, before=scan_id)
@@ -72,7 +69,7 @@ def compute_drift(store: ScanStore, scan_id: str) -> DriftSummary | None:
         return None
     old, new = store.get_scan(previous_id), store.get_scan(scan_id)
     diff = diff_results(old, new)
-    old_keys, new_keys = _device_keys(store, previous_id), _device_keys(store, scan_id)
+    old_keys, new_keys = store.scan_devices(previous_id), store.scan_devices(scan_id)
     return DriftSummary(
         schedule_id=schedule_id, schedule=store.get_schedule(schedule_id).name, scan_id=scan_id,
         previous_scan_id=previous_id, complete=old.meta.complete and new.meta.complete,
@@ -100,8 +97,8 @@ def after_scan(store: ScanStore, scan_id: str,
     if not (drift.changed and schedule.webhooks):
         return drift
     deliveries = asyncio.run(deliver_all(
-        [WebhookTarget.from_text(text) for text in schedule.webhooks], DRIFT_EVENT, document,
-        policy))
+        [WebhookTarget(hook.url, hook.secret_env) for hook in schedule.webhooks], DRIFT_EVENT,
+        document, policy))
     for delivery in deliveries:
         if not delivery.delivered:
             log.warning("webhook %s for schedule %s not delivered: %s", delivery.url,
@@ -128,22 +125,3 @@ def _devices(result: ScanResult, keys: dict[str, str], wanted: set[str]) -> list
             changes[key] = DeviceChange(key=key, address=device.address, label=label)
     return list(changes.values())
 
-
-# The two reads below belong in ScanStore (``scan_schedule`` and ``scan_devices``); they are
-# here until the repository grows them, reading the same tables it writes.
-
-def _schedule_of(store: ScanStore, scan_id: str) -> int | None:
-    with Session(store.engine) as session, session.begin():
-        row = session.get(ScanRow, scan_id)
-        if row is None:
-            raise LookupError(f"no scan {scan_id!r} in the store")
-        return row.schedule_id
-
-
-def _device_keys(store: ScanStore, scan_id: str) -> dict[str, str]:
-    """Address -> the store's device key, for every device a scan saw."""
-    with Session(store.engine) as session, session.begin():
-        rows = session.execute(select(ScanDeviceRow.address, DeviceRow.key)
-                               .join(DeviceRow, DeviceRow.id == ScanDeviceRow.device_id)
-                               .where(ScanDeviceRow.scan_id == scan_id))
-        return {address: key for address, key in rows}

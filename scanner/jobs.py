@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -36,7 +37,7 @@ class ScanJob(BaseModel):
     excludes: list[str] = Field(default_factory=list, max_length=256)
     excluded_ports: list[int] = Field(default_factory=list, max_length=1024)
     profile: str = "safe"
-    ports: str | None = None  # as --ports: "tcp:22,80;udp:161" or "22,80"
+    ports: str | None = None  # as --ports: "22,80,8000-8010,U:161" (bare numbers are TCP)
     formats: list[str] = Field(default_factory=lambda: list(DEFAULT_FORMATS))
     segment: str = Field("default", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     schedule_id: int | None = None
@@ -68,12 +69,19 @@ def plan_for(job: ScanJob, authorised: Scope | None = None) -> ScanPlan:
 
 
 async def run_job(job: ScanJob, out_root: Path, store_url: str | None = None,
-                  authorised: Scope | None = None) -> ScanResult:
+                  authorised: Scope | None = None,
+                  on_engine: Callable[[ScanEngine], None] | None = None) -> ScanResult:
     """Run the scan in this process; report files in ``out_root/<job id>``; saved to the store
-    (idempotent by scan id) when a URL is given. A redelivered job overwrites its own folder."""
+    (idempotent by scan id) when a URL is given. A redelivered job overwrites its own folder.
+
+    ``on_engine`` is handed the engine before it starts, so a caller can ``stop()`` it: the
+    partial report is then written and stored (``complete`` false, stop reason "interrupted"),
+    where cancelling the task would lose it."""
     plan = plan_for(job, authorised)
-    out_dir = out_root / job.job_id
-    result = await ScanEngine(plan, ResultStore(out_dir, replace=True)).run()
+    engine = ScanEngine(plan, ResultStore(out_root / job.job_id, replace=True))
+    if on_engine is not None:
+        on_engine(engine)
+    result = await engine.run()
     if store_url is not None:
         await asyncio.to_thread(_save, result, store_url, job)
     return result

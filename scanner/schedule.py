@@ -7,10 +7,6 @@ time *after now*, then runs the scan, so a service that was down for several per
 missed schedule once, not once per missed period, and a schedule still scanning is not started
 again. At most ``max_concurrent`` scans run at once; the rest wait their turn. Each scan goes
 through ``scanner.jobs`` (the one way to run a scan) and is followed by ``scanner.drift``.
-
-The store's schedule row has no columns of its own for exclusions, ports or webhook secrets, so
-they are kept in its JSON lists in command-line form: ``targets`` holds the targets followed by
-``--exclude=…`` and ``--ports=…`` items, ``webhooks`` holds ``URL --secret-env=VAR`` items.
 """
 
 from __future__ import annotations
@@ -28,15 +24,15 @@ from pydantic import ValidationError
 
 from profiles import load_profile
 from reports.renderers import RENDERERS
+from scanner.agents import configured_broker, dispatch
 from scanner.drift import after_scan
 from scanner.jobs import ScanJob, check_authorised, run_job
 from scanner.models import utc_now
-from scanner.store import ScanStore, Schedule
+from scanner.store import ScanStore, Schedule, ScheduleWebhook
 from scanner.targets import Scope, parse_ports
 from scanner.webhooks import DEFAULT_RETRY, RetryPolicy, WebhookTarget
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-_EXCLUDE, _PORTS = "--exclude=", "--ports="
 
 Runner = Callable[[ScanJob], Awaitable[None]]
 
@@ -56,21 +52,11 @@ def next_run_after(cron: str, after: datetime) -> datetime:
         raise ValueError(f"cron {cron[:100]!r} never fires") from None
 
 
-def stored_targets(targets: Sequence[str], excludes: Sequence[str] = (),
-                   ports: str | None = None) -> list[str]:
-    return [*targets, *(_EXCLUDE + item for item in excludes),
-            *([_PORTS + ports] if ports else [])]
-
-
 def job_for(schedule: Schedule, excluded_ports: Sequence[int] = ()) -> ScanJob:
     """The scan job one run of the schedule is."""
-    items = schedule.targets
-    ports = [item.removeprefix(_PORTS) for item in items if item.startswith(_PORTS)]
-    return ScanJob(targets=[item for item in items if not item.startswith("--")],
-                   excludes=[item.removeprefix(_EXCLUDE) for item in items
-                             if item.startswith(_EXCLUDE)],
+    return ScanJob(targets=schedule.targets, excludes=schedule.excludes,
                    excluded_ports=list(excluded_ports), profile=schedule.profile,
-                   ports=ports[0] if ports else None, formats=schedule.formats,
+                   ports=schedule.ports, formats=schedule.formats,
                    segment=schedule.segment or "default", schedule_id=schedule.id,
                    requested_by=f"schedule {schedule.name}")
 
@@ -99,9 +85,10 @@ def add_schedule(store: ScanStore, name: str, cron: str, targets: Sequence[str],
     if ports:
         parse_ports(ports)
     load_profile(profile)
-    return store.create_schedule(name, cron, stored_targets(targets, excludes, ports), profile,
-                                 formats=sorted(set(formats) | {"json"}), segment=segment,
-                                 webhooks=[w.to_text() for w in webhooks], next_run=next_run)
+    return store.create_schedule(
+        name, cron, list(targets), profile, excludes=excludes, ports=ports or None,
+        formats=sorted(set(formats) | {"json"}), segment=segment,
+        webhooks=[ScheduleWebhook(w.url, w.secret_env) for w in webhooks], next_run=next_run)
 
 
 def schedule_named(store: ScanStore, name: str) -> Schedule:
@@ -140,10 +127,12 @@ class Scheduler:
         return [job_id for job_id in ran if job_id is not None]
 
     async def run_here(self, job: ScanJob) -> None:
-        """Run the scan in this process, then its drift and webhooks. With scan agents this
-        is the one line ``await scanner.agents.dispatch(job, store_url=self.store_url,
-        out_root=self.out_root, authorised=self.authorised)`` (which records drift itself,
-        wherever the scan runs)."""
+        """Queue the scan for its segment's agents when a broker is configured (the worker
+        then records drift); otherwise run it in this process, then its drift and webhooks."""
+        if configured_broker() is not None:
+            await dispatch(job, store_url=self.store_url, out_root=self.out_root,
+                           authorised=self.authorised)
+            return
         result = await run_job(job, self.out_root, self.store_url, self.authorised)
         await asyncio.to_thread(after_scan, self.store, result.meta.scan_id,
                                 self.webhook_policy)

@@ -33,7 +33,6 @@ from scanner.models import utc_now
 SIGNATURE_HEADER = "X-Iotbaseline-Signature"
 EVENT_HEADER = "X-Iotbaseline-Event"
 DELIVERY_HEADER = "X-Iotbaseline-Delivery"  # the same on every retry: receivers de-duplicate
-_SECRET_OPTION = "--secret-env="
 _ENV_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 
 
@@ -51,18 +50,6 @@ class WebhookTarget:
         if not self.secret_env or not set(self.secret_env) <= _ENV_NAME_CHARS \
                 or self.secret_env[0].isdigit():
             raise ValueError(f"not an environment variable name: {self.secret_env[:100]!r}")
-
-    def to_text(self) -> str:
-        """How the store's ``schedules.webhooks`` column keeps it: ``URL --secret-env=VAR``
-        (a URL holds no space, so the split is unambiguous)."""
-        return f"{self.url} {_SECRET_OPTION}{self.secret_env}"
-
-    @classmethod
-    def from_text(cls, text: str) -> WebhookTarget:
-        url, _, option = text.partition(" ")
-        if not option.startswith(_SECRET_OPTION):
-            raise ValueError(f"stored webhook has no signing secret variable: {text[:200]!r}")
-        return cls(url, option.removeprefix(_SECRET_OPTION))
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
 
+from scanner.engine import ScanEngine
 from scanner.jobs import ScanJob, check_authorised, run_job
 from scanner.storage import JOURNAL_NAME
 from scanner.targets import TargetError, build_scope
@@ -42,3 +45,34 @@ async def test_a_job_run_twice_is_one_scan_with_the_job_id(tmp_path: Path) -> No
     from scanner.store import ScanStore
     with ScanStore(store) as saved:
         assert [s.id for s in saved.list_scans()] == [job.job_id]
+
+
+async def test_a_job_stopped_through_its_engine_stores_the_partial_report(
+        tmp_path: Path) -> None:
+    """``on_engine`` hands the engine out before the scan starts; ``stop()`` keeps what was
+    found (where cancelling the task would lose it)."""
+    silent = await fakes.banner("127.136.0.2", 2323, b"")  # a slow device: never says a word
+    job = ScanJob(targets=["127.136.0.2"], ports="2323", profile="safe", excluded_ports=[2024],
+                  formats=["json"])
+    store = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    engines: list[ScanEngine] = []
+
+    async def stop_once_under_way() -> None:
+        deadline = time.monotonic() + 60
+        while (silent.connections == 0 or not engines) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        engines[0].stop()
+
+    try:
+        stopper = asyncio.create_task(stop_once_under_way())
+        result = await asyncio.wait_for(run_job(job, tmp_path / "out", store,
+                                                on_engine=engines.append), 90)
+        await stopper
+    finally:
+        await silent.close()
+    assert len(engines) == 1 and silent.connections >= 1
+    assert (result.meta.complete, result.meta.stop_reason) == (False, "interrupted")
+    from scanner.store import ScanStore
+    with ScanStore(store) as saved:
+        meta = saved.get_scan(job.job_id).meta
+    assert (meta.complete, meta.stop_reason) == (False, "interrupted")

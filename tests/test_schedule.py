@@ -139,9 +139,14 @@ def test_cli_schedule_add_list_remove_end_to_end(store_url: str,
     assert main([*base, "list", "--json"]) == EXIT_OK
     [listed] = json.loads(capsys.readouterr().out)
     assert listed["name"] == "nightly" and listed["cron"] == "0 2 * * *"
-    assert listed["webhooks"] == ["http://127.137.0.9:8080/hook --secret-env=HOOK_SECRET"]
+    assert (listed["targets"], listed["excludes"], listed["ports"]) == (
+        ["127.137.2.0/24"], ["127.137.2.1"], "22,80")
+    assert listed["webhooks"] == [{"url": "http://127.137.0.9:8080/hook",
+                                   "secret_env": "HOOK_SECRET"}]
     assert main([*base, "list"]) == EXIT_OK
-    assert "nightly" in capsys.readouterr().out
+    [line] = capsys.readouterr().out.splitlines()
+    assert line.startswith("nightly ") and line.endswith(
+        "lab-a  127.137.2.0/24 excluding 127.137.2.1 ports 22,80  webhooks 1")
     with ScanStore(store_url) as store:
         job = job_for(schedule_named(store, "nightly"), excluded_ports=[2024])
     assert (job.targets, job.excludes, job.ports, job.segment, job.excluded_ports) == (
@@ -164,3 +169,27 @@ def test_cli_schedule_add_list_remove_end_to_end(store_url: str,
     assert capsys.readouterr().out == "schedule nightly removed\n"
     assert main([*base, "list", "--json"]) == EXIT_OK
     assert json.loads(capsys.readouterr().out) == []
+
+
+async def test_with_a_broker_a_due_scan_is_queued_for_its_segment(
+        store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The coordinator routes scheduled scans to the agents' queues; nothing runs here."""
+    import scanner.schedule as schedule_module
+
+    queued: list[ScanJob] = []
+
+    async def fake_dispatch(job: ScanJob, **_: object) -> None:
+        queued.append(job)
+
+    async def must_not_run(*_: object, **__: object) -> None:
+        raise AssertionError("ran in-process although a broker is configured")
+
+    monkeypatch.setenv("IOTBASELINE_BROKER", "redis://127.137.9.9:1/0")  # never contacted
+    monkeypatch.setattr(schedule_module, "dispatch", fake_dispatch)
+    monkeypatch.setattr(schedule_module, "run_job", must_not_run)
+    with ScanStore(store_url) as store:
+        add_schedule(store, "site-a", cron="0 * * * *", targets=["127.137.3.0/24"],
+                     segment="site-a")
+    scheduler = Scheduler(store_url, tmp_path / "out", None)
+    await scheduler.run_due(datetime.now(UTC) + timedelta(hours=2))
+    assert [(job.segment, job.targets) for job in queued] == [("site-a", ["127.137.3.0/24"])]

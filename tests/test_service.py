@@ -23,6 +23,7 @@ from multidict import CIMultiDictProxy
 from openapi_spec_validator import validate
 
 from scanner.service.openapi import openapi_document
+from scanner.store import ScanStore
 from tests import fakes
 from tests.service_fixtures import SCAN_IDS, Service, serve_in_thread
 
@@ -182,28 +183,45 @@ async def test_an_operator_triggers_a_scan_that_lands_in_the_store(service: Serv
     assert status == 409 and "ended" in again["error"]
 
 
-async def test_cancel_stops_a_running_scan(service: Service) -> None:
-    silent = await fakes.banner("127.138.1.2", 2323, b"")
+async def test_cancel_stops_a_running_scan_and_stores_its_partial_report(
+        service: Service) -> None:
+    silent = await fakes.banner("127.138.1.2", 2323, b"")  # a slow device: never says a word
     try:
         status, job, _ = await call(service, "POST", "/api/scans", service.operator, {
             "targets": ["127.138.1.2"], "ports": "2323", "profile": "safe",
             "excluded_ports": [2024]})
         assert status == 202
+        deadline = time.monotonic() + 60
+        while silent.connections == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert silent.connections >= 1  # the scan is under way
         status, cancelled, _ = await call(service, "POST", f"/api/scans/{job['job_id']}/cancel",
                                           service.operator)
     finally:
         await silent.close()
     assert status == 200 and cancelled["status"] == "cancelled"
+    assert cancelled["reason"] == "cancelled through the API; partial report stored"
+    status, scan, _ = await call(service, "GET", f"/api/scans/{job['job_id']}", service.viewer)
+    assert status == 200 and scan["stored"]["complete"] is False
+    assert scan["stored"]["schedule_id"] is None and scan["job"]["status"] == "cancelled"
+    with ScanStore(service.store_url) as store:
+        meta = store.get_scan(job["job_id"]).meta
+    assert (meta.complete, meta.stop_reason) == (False, "interrupted")
+    assert (service.out_root / job["job_id"] / "report.json").exists()
     status, _, _ = await call(service, "POST", "/api/scans/0000-unknown-job/cancel",
                               service.operator)
     assert status == 404
 
 
 async def test_schedules_crud_validated_by_the_scheduler(service: Service) -> None:
+    hook = {"url": "http://127.138.3.1:8080/hook", "secret_env": "HOOK_SECRET"}
     new = {"name": "nightly", "cron": "0 3 * * *", "targets": ["127.138.1.0/28"],
-           "profile": "quick", "formats": ["json", "md"]}
+           "excludes": ["127.138.1.1"], "ports": "22,80", "profile": "quick",
+           "formats": ["json", "md"], "webhooks": [hook]}
     status, created, _ = await call(service, "POST", "/api/schedules", service.operator, new)
     assert status == 201 and created["next_run"] and created["formats"] == ["json", "markdown"]
+    assert (created["targets"], created["excludes"], created["ports"], created["webhooks"]) == (
+        ["127.138.1.0/28"], ["127.138.1.1"], "22,80", [hook])
     status, _, _ = await call(service, "POST", "/api/schedules", service.operator, new)
     assert status == 409
     for bad in ({**new, "name": "b1", "cron": "every day"}, {**new, "name": "b2", "cron":
@@ -214,7 +232,8 @@ async def test_schedules_crud_validated_by_the_scheduler(service: Service) -> No
     status, listed, _ = await call(service, "GET", "/api/schedules", service.viewer)
     assert [s["name"] for s in listed["schedules"]] == ["nightly"]
     path = f"/api/schedules/{created['id']}"
-    assert (await call(service, "GET", path, service.viewer))[0] == 200
+    status, fetched, _ = await call(service, "GET", path, service.viewer)
+    assert (status, fetched) == (200, created)
     assert (await call(service, "DELETE", path, service.operator))[0] == 204
     assert (await call(service, "GET", path, service.viewer))[0] == 404
     assert (await call(service, "DELETE", path, service.operator))[0] == 404

@@ -17,9 +17,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, insert, inspect, select, text
 
 from scanner.cli import main
 from scanner.models import (
@@ -33,7 +34,7 @@ from scanner.models import (
     Severity,
     Verdict,
 )
-from scanner.store import ScanStore, StoreError, migrate, store_url
+from scanner.store import ScanStore, ScheduleWebhook, StoreError, migrate, store_url
 from scanner.store.schema import Base
 from tests import fakes
 from tests.pg import PostgresServer, postgres_server
@@ -206,7 +207,7 @@ def test_saving_an_older_scan_later_keeps_the_latest_facts(store: ScanStore) -> 
 
 def test_schedules_previous_scan_and_drift(store: ScanStore) -> None:
     nightly = store.create_schedule("nightly", "0 2 * * *", ["10.0.0.0/24"], "safe",
-                                    webhooks=["https://hooks.invalid/x"])
+                                    webhooks=[ScheduleWebhook("https://hooks.invalid/x", "S")])
     other = store.create_schedule("weekly", "0 3 * * 0", ["10.0.1.0/24"], "quick",
                                   enabled=False)
     with pytest.raises(ValueError, match="exists already"):
@@ -214,6 +215,7 @@ def test_schedules_previous_scan_and_drift(store: ScanStore) -> None:
     device = [Device(address="10.0.0.5")]
     for number, schedule in enumerate([nightly.id, other.id, nightly.id, nightly.id]):
         store.save_scan(scan(f"s{number}", device, number * 60), schedule_id=schedule)
+    assert (store.scan_schedule("s3"), store.scan_schedule("s1")) == (nightly.id, other.id)
     assert store.previous_scan(nightly.id, before="s3") == "s2"
     assert store.previous_scan(nightly.id, before="s2") == "s0"
     assert store.previous_scan(nightly.id, before="s0") is None
@@ -234,6 +236,36 @@ def test_schedules_previous_scan_and_drift(store: ScanStore) -> None:
     assert store.get_scan("s1").meta.scan_id == "s1"  # scans outlive their schedule
     with pytest.raises(LookupError):
         store.delete_schedule(other.id)
+
+
+def test_schedule_fields_round_trip(store: ScanStore) -> None:
+    hooks = [ScheduleWebhook("http://127.135.3.1:8080/hook", "HOOK_SECRET"),
+             ScheduleWebhook("https://hooks.invalid/y", "OTHER_SECRET")]
+    created = store.create_schedule("lab", "*/5 * * * *", ["127.135.2.0/24"], "quick",
+                                    excludes=["127.135.2.1", "127.135.2.9"],
+                                    ports="22,80,U:161", segment="lab-a", webhooks=hooks)
+    assert store.get_schedule(created.id) == created
+    assert (created.excludes, created.ports, created.webhooks) == (
+        ["127.135.2.1", "127.135.2.9"], "22,80,U:161", hooks)
+    bare = store.create_schedule("bare", "0 * * * *", ["127.135.2.5"], "safe")
+    assert (bare.excludes, bare.ports, bare.webhooks, bare.formats) == ([], None, [],
+                                                                        ["json", "html"])
+    updated = store.update_schedule(created.id, excludes=(), ports=None, webhooks=hooks[1:])
+    assert store.list_schedules()[0] == updated
+    assert (updated.excludes, updated.ports, updated.webhooks) == ([], None, hooks[1:])
+
+
+def test_scan_devices_follow_identity(store: ScanStore) -> None:
+    store.save_scan(scan("a", [Device(address="10.0.0.5", mac="02:00:00:00:00:01"),
+                               Device(address="10.0.0.6")]))
+    store.save_scan(scan("b", [Device(address="10.0.0.7", mac="02:00:00:00:00:01")], 60))
+    assert store.scan_devices("a") == {"10.0.0.5": "mac:02:00:00:00:00:01",
+                                       "10.0.0.6": "address:10.0.0.6"}
+    assert store.scan_devices("b") == {"10.0.0.7": "mac:02:00:00:00:00:01"}
+    assert store.scan_devices("unknown") == {}
+    assert store.scan_schedule("a") is None
+    with pytest.raises(LookupError, match="no scan"):
+        store.scan_schedule("unknown")
 
 
 def test_api_tokens_keep_only_a_hash(store: ScanStore, url: str) -> None:
@@ -257,7 +289,7 @@ def test_api_tokens_keep_only_a_hash(store: ScanStore, url: str) -> None:
 
 
 def test_migrations_build_exactly_the_models(store: ScanStore) -> None:
-    assert store.revision == migrate.head_revision() == "0002"
+    assert store.revision == migrate.head_revision() == "0003"
     with store.engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
 
@@ -270,8 +302,65 @@ def test_an_older_schema_is_upgraded_on_open(url: str) -> None:
     finally:
         engine.dispose()
     with ScanStore(url) as store:
-        assert store.revision == "0002"
+        assert store.revision == "0003"
         store.create_token("after-upgrade", "viewer")
+
+
+PACKED_TARGETS = ["127.135.2.0/24", "--exclude=127.135.2.1", "--exclude=127.135.2.9",
+                  "--ports=22,80,U:161"]
+PACKED_WEBHOOKS = ["http://127.135.3.1:8080/hook --secret-env=HOOK_SECRET",
+                   "https://hooks.invalid/never-signed"]  # one no released code could send
+
+
+def test_0003_unpacks_packed_schedules_and_its_downgrade_packs_them_again(url: str) -> None:
+    """Rows written in 0002's packed form (by the store itself, foreign keys on) keep their
+    scans and come out as real fields; downgrading restores the exact packed lists."""
+    engine = create_engine(store_url(url))
+    schedules, scans = Base.metadata.tables["schedules"], Base.metadata.tables["scans"]
+    try:
+        assert migrate.upgrade(engine, "0002") == "0002"
+        with engine.begin() as connection:
+            connection.execute(insert(schedules).values(
+                id=7, name="packed", cron="0 * * * *", targets=PACKED_TARGETS, profile="quick",
+                formats=["json"], segment=None, webhooks=PACKED_WEBHOOKS, enabled=True))
+            connection.execute(insert(schedules).values(
+                id=8, name="plain", cron="0 * * * *", targets=["127.135.2.5"], profile="safe",
+                formats=["json"], segment=None, webhooks=[], enabled=False))
+            document = scan("s-packed", [Device(address="127.135.2.5")]).model_dump(mode="json")
+            connection.execute(insert(scans).values(
+                id="s-packed", schedule_id=7, profile="quick", tool_version="0",
+                started_at=T0, finished_at=T0, complete=True, stop_reason=None,
+                device_count=1, finding_count=0, error_count=0, saved_at=T0,
+                document=document))
+    finally:
+        engine.dispose()
+
+    with ScanStore(url) as store:
+        assert store.revision == "0003"
+        packed, plain = store.get_schedule(7), store.get_schedule(8)
+        assert store.scan_schedule("s-packed") == 7  # the scan still knows its schedule
+    assert (packed.targets, packed.excludes, packed.ports) == (
+        ["127.135.2.0/24"], ["127.135.2.1", "127.135.2.9"], "22,80,U:161")
+    assert packed.webhooks == [
+        ScheduleWebhook("http://127.135.3.1:8080/hook", "HOOK_SECRET"),
+        ScheduleWebhook("https://hooks.invalid/never-signed", "")]
+    assert (plain.targets, plain.excludes, plain.ports, plain.webhooks) == (
+        ["127.135.2.5"], [], None, [])
+
+    engine = create_engine(store_url(url))
+    try:
+        with engine.begin() as connection:
+            command.downgrade(migrate._config(connection), "0002")
+            rows = connection.execute(select(schedules.c.id, schedules.c.targets,
+                                             schedules.c.webhooks).order_by(schedules.c.id))
+            assert [tuple(row) for row in rows] == [
+                (7, PACKED_TARGETS, PACKED_WEBHOOKS), (8, ["127.135.2.5"], [])]
+            assert {column["name"] for column in inspect(connection).get_columns(
+                "schedules")}.isdisjoint({"excludes", "ports"})
+            assert connection.execute(text(
+                "SELECT schedule_id FROM scans WHERE id = 's-packed'")).scalar_one() == 7
+    finally:
+        engine.dispose()
 
 
 def test_a_schema_from_the_future_is_refused(url: str) -> None:
@@ -357,7 +446,7 @@ def test_store_commands_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
         captured = capsys.readouterr()
         return code, captured.out, captured.err
 
-    assert run("init") == (0, f"sqlite:///{database}: schema at revision 0002\n", "")
+    assert run("init") == (0, f"sqlite:///{database}: schema at revision 0003\n", "")
     code, out, _ = run("import", str(report), str(report), str(again))
     assert code == 0 and out.count(sample_result().meta.scan_id) == 2
     code, out, _ = run("scans")

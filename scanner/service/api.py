@@ -131,15 +131,14 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 
 async def _stored_summary(request: web.Request, scan_id: str) -> ScanSummary | None:
-    """The store's summary of one scan (its listing has no lookup by id: match on meta)."""
+    """The store's summary of one scan, from its canonical record and its schedule."""
     store = request.app[keys.STORE]
     try:
         result = await asyncio.to_thread(store.get_scan, scan_id)
+        schedule = await asyncio.to_thread(store.scan_schedule, scan_id)
     except LookupError:
         return None
     meta = result.meta
-    schedule = next((scan.schedule_id for scan in await asyncio.to_thread(
-        store.list_scans, MAX_LIMIT) if scan.id == scan_id), None)
     return ScanSummary(meta.scan_id, meta.started_at, meta.finished_at, meta.complete,
                        meta.profile, schedule, len(result.devices), len(result.findings),
                        len(result.errors))

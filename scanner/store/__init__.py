@@ -11,11 +11,14 @@ Repository API (``ScanStore(url)``; synchronous — async code wraps calls in
     save_scan(result, schedule_id=None) -> scan id    idempotent by ``meta.scan_id``
     get_scan(scan_id) -> ScanResult                   exactly what was saved
     list_scans(limit=50, offset=0, schedule=None)     -> [ScanSummary], newest first
+    scan_schedule(scan_id) -> schedule id | None      the schedule a scan ran for
+    scan_devices(scan_id) -> {address: device key}    the devices a scan saw, by identity
     previous_scan(schedule_id, before=scan_id)        -> scan id | None
     devices() -> [DeviceSummary]                      with the latest primary-framework verdict
     find_device(text) -> device key                   key, MAC, serial or last address
     device_history(device_key) -> DeviceHistory       scans, addresses, verdicts, findings
-    create/get/list/update/delete_schedule            the scheduler's schedules
+    create/get/list/update/delete_schedule            the scheduler's schedules (targets,
+                                                      excludes, ports, [ScheduleWebhook], …)
     save_drift(scan_id, previous_scan_id, summary) / get_drift(scan_id)
     create_token(name, role) -> (ApiToken, secret) / verify_token(secret) / list_tokens /
     revoke_token(id)                                  roles: viewer | operator
@@ -34,6 +37,7 @@ from scanner.store.repository import (
     ScanStore,
     ScanSummary,
     Schedule,
+    ScheduleWebhook,
     StoredFinding,
     default_store_path,
     redacted,
@@ -41,5 +45,5 @@ from scanner.store.repository import (
 )
 
 __all__ = ["ApiToken", "DeviceHistory", "DeviceSummary", "Drift", "HistoryEntry", "ScanStore",
-           "ScanSummary", "Schedule", "StoreError", "StoredFinding", "default_store_path",
-           "redacted", "store_url"]
+           "ScanSummary", "Schedule", "ScheduleWebhook", "StoreError", "StoredFinding",
+           "default_store_path", "redacted", "store_url"]

@@ -11,7 +11,7 @@ import os
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -98,15 +98,27 @@ class DeviceHistory:
 
 
 @dataclass(frozen=True)
+class ScheduleWebhook:
+    """Where a schedule's drift is posted, and the *name* of the environment variable that holds
+    its signing secret (the secret itself is never stored). Plain data: ``scanner.webhooks``
+    validates it when it is added and again when it is used."""
+
+    url: str
+    secret_env: str
+
+
+@dataclass(frozen=True)
 class Schedule:
     id: int
     name: str
     cron: str
     targets: list[str]
     profile: str
+    excludes: list[str] = field(default_factory=list)
+    ports: str | None = None  # as --ports; None: the profile's
     formats: list[str] = field(default_factory=lambda: ["json", "html"])
     segment: str | None = None
-    webhooks: list[str] = field(default_factory=list)
+    webhooks: list[ScheduleWebhook] = field(default_factory=list)
     enabled: bool = True
     last_run: datetime | None = None
     next_run: datetime | None = None
@@ -354,6 +366,25 @@ class ScanStore:
         with self._session() as session:
             return [ScanSummary(*row) for row in session.execute(query)]
 
+    def scan_schedule(self, scan_id: str) -> int | None:
+        """The schedule a scan was run for (None for a one-off scan)."""
+        with self._session() as session:
+            row = session.execute(select(ScanRow.schedule_id)
+                                  .where(ScanRow.id == scan_id)).one_or_none()
+        if row is None:
+            raise LookupError(f"no scan {scan_id!r} in the store")
+        schedule_id, = row
+        return schedule_id
+
+    def scan_devices(self, scan_id: str) -> dict[str, str]:
+        """Address -> the store's device key, for every device a scan saw (a device seen on two
+        addresses appears twice, with one key)."""
+        with self._session() as session:
+            rows = session.execute(select(ScanDeviceRow.address, DeviceRow.key)
+                                   .join(DeviceRow, DeviceRow.id == ScanDeviceRow.device_id)
+                                   .where(ScanDeviceRow.scan_id == scan_id))
+            return {address: key for address, key in rows}
+
     def previous_scan(self, schedule_id: int, before: str) -> str | None:
         """The scan of the same schedule that started last before ``before`` did."""
         with self._session() as session:
@@ -430,12 +461,13 @@ class ScanStore:
     # -- schedules -----------------------------------------------------------------------------
 
     def create_schedule(self, name: str, cron: str, targets: list[str], profile: str, *,
+                        excludes: Sequence[str] = (), ports: str | None = None,
                         formats: Sequence[str] = ("json", "html"), segment: str | None = None,
-                        webhooks: Sequence[str] = (), enabled: bool = True,
+                        webhooks: Sequence[ScheduleWebhook] = (), enabled: bool = True,
                         next_run: datetime | None = None) -> Schedule:
-        row = ScheduleRow(name=name, cron=cron, targets=list(targets), profile=profile,
-                          formats=list(formats), segment=segment, webhooks=list(webhooks),
-                          enabled=enabled, next_run=next_run)
+        row = ScheduleRow(name=name, cron=cron, targets=list(targets), excludes=list(excludes),
+                          ports=ports, profile=profile, formats=list(formats), segment=segment,
+                          webhooks=_webhook_rows(webhooks), enabled=enabled, next_run=next_run)
         try:
             with self._session() as session:
                 session.add(row)
@@ -458,8 +490,9 @@ class ScanStore:
         with self._session() as session:
             return [_schedule(row) for row in session.scalars(query)]
 
-    _SCHEDULE_FIELDS = frozenset({"name", "cron", "targets", "profile", "formats", "segment",
-                                  "webhooks", "enabled", "last_run", "next_run"})
+    _SCHEDULE_FIELDS = frozenset({"name", "cron", "targets", "excludes", "ports", "profile",
+                                  "formats", "segment", "webhooks", "enabled", "last_run",
+                                  "next_run"})
 
     def update_schedule(self, schedule_id: int, **changes: Any) -> Schedule:
         unknown = set(changes) - self._SCHEDULE_FIELDS
@@ -470,6 +503,8 @@ class ScanStore:
             if row is None:
                 raise LookupError(f"no schedule {schedule_id}")
             for name, value in changes.items():
+                if name == "webhooks":
+                    value = _webhook_rows(value)
                 setattr(row, name, list(value) if isinstance(value, tuple) else value)
             session.flush()
             return _schedule(row)
@@ -600,8 +635,13 @@ def _summary(row: DeviceRow, verdict: str | None) -> DeviceSummary:
 
 def _schedule(row: ScheduleRow) -> Schedule:
     return Schedule(row.id, row.name, row.cron, list(row.targets), row.profile,
-                    list(row.formats), row.segment, list(row.webhooks), row.enabled,
-                    row.last_run, row.next_run)
+                    list(row.excludes), row.ports, list(row.formats), row.segment,
+                    [ScheduleWebhook(hook["url"], hook["secret_env"]) for hook in row.webhooks],
+                    row.enabled, row.last_run, row.next_run)
+
+
+def _webhook_rows(webhooks: Iterable[ScheduleWebhook]) -> list[dict[str, str]]:
+    return [asdict(hook) for hook in webhooks]
 
 
 def _token(row: ApiTokenRow) -> ApiToken:

@@ -61,17 +61,20 @@ class Base(DeclarativeBase):
 
 
 class ScheduleRow(Base):
-    """A recurring scan; the scheduler (next task) fills ``last_run`` and ``next_run``."""
+    """A recurring scan; the scheduler fills ``last_run`` and ``next_run``."""
 
     __tablename__ = "schedules"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     cron: Mapped[str] = mapped_column(String(200))
     targets: Mapped[list[str]] = mapped_column(Document)
+    excludes: Mapped[list[str]] = mapped_column(Document, server_default="[]")
+    ports: Mapped[str | None] = mapped_column(Text)  # as --ports: "22,80,U:161"
     profile: Mapped[str] = mapped_column(String(500))
     formats: Mapped[list[str]] = mapped_column(Document)
     segment: Mapped[str | None] = mapped_column(String(200))
-    webhooks: Mapped[list[str]] = mapped_column(Document)
+    # [{"url": …, "secret_env": …}]: the *name* of the signing secret's variable, never the secret
+    webhooks: Mapped[list[dict[str, str]]] = mapped_column(Document)
     enabled: Mapped[bool] = mapped_column(Boolean)
     last_run: Mapped[datetime | None] = mapped_column(UtcDateTime)
     next_run: Mapped[datetime | None] = mapped_column(UtcDateTime)
