@@ -200,13 +200,14 @@ class ProbeContext:
     async def http(self, method: str, path: str = "/", *, tls: bool | None = None,
                    headers: Mapping[str, str] | None = None, data: bytes | None = None,
                    follow_redirects: bool = True,
-                   middlewares: tuple[ClientMiddlewareType, ...] = ()) -> HttpResponse:
+                   middlewares: tuple[ClientMiddlewareType, ...] = (),
+                   max_body: int = MAX_BODY_BYTES) -> HttpResponse:
         """An HTTP(S) request to the target service; redirects only within the scope."""
         use_tls = self.target.service.tls if tls is None else tls
         host = host_for_url(self.target.address)
         url = f"{'https' if use_tls else 'http'}://{host}:{self.target.port}{path}"
         return await http_request(self.network, method, url, transcript=self.transcript,
-                                  headers=headers, data=data,
+                                  headers=headers, data=data, max_body=max_body,
                                   follow_redirects=follow_redirects, middlewares=middlewares)
 
     async def fetch(self, url: str, *, method: str = "GET", tls: ssl.SSLContext | None = None,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from importlib.resources import files
@@ -37,9 +37,8 @@ from probes.api import (
     Target,
 )
 from profiles.yamldata import DataFileError, parse_yaml, read_text, validate
-from scanner.http import request as http_request
 from scanner.models import Confidence, Intrusiveness, Severity
-from scanner.net import REDACTED, escape_bytes, host_for_url
+from scanner.net import REDACTED, escape_bytes
 
 MAX_BODY = 64 * 1024  # bytes of an HTTP body kept for matching
 MAX_BANNER = 4096  # bytes of a TCP reply kept for matching
@@ -378,24 +377,35 @@ def _control_path(path: str) -> str:
 
 async def _http_reply(ctx: ProbeContext, method: str, path: str, headers: Mapping[str, str],
                       redirects: bool) -> Reply:
-    service = ctx.target.service
-    url = f"{'https' if service.tls else 'http'}://{host_for_url(ctx.target.address)}:" \
-          f"{service.port}{path}"
-    response = await http_request(ctx.network, method, url, transcript=ctx.transcript,
-                                  headers=headers, follow_redirects=redirects,
-                                  max_body=MAX_BODY)
+    response = await ctx.http(method, path, headers=headers, follow_redirects=redirects,
+                              max_body=MAX_BODY)
     return Reply(response.status, dict(response.headers), response.body)
 
 
-async def _shared_http(ctx: ProbeContext, spec: HttpSpec, path: str) -> Reply:
-    """One request per service for every template that sends the same one."""
-    headers = dict(sorted(spec.headers.items()))
-    key = f"declarative-http {spec.method} {path} {json.dumps(headers)} {spec.redirects}"
+async def _shared_reply(ctx: ProbeContext, spec: HttpSpec | TcpSpec, key: str,
+                        fetch: Callable[[ProbeContext], Awaitable[Reply]]) -> Reply:
+    """One exchange per service for every template that asks for the same one.
+
+    A template that names secrets (``redact``) gets its own collection, redacted before any
+    check copies its exchanges: a shared copy made earlier or by another check would otherwise
+    keep the password the finding proves exposed."""
+    if spec.redact:
+        key += f" redacted for {spec.model_dump_json()}"
 
     async def collect(shared_ctx: ProbeContext) -> Reply:
-        return await _http_reply(shared_ctx, spec.method, path, headers, spec.redirects)
+        reply = await fetch(shared_ctx)
+        if spec.redact and matches(spec, reply):
+            _redact_recorded(shared_ctx, list(extract(spec.redact, reply).values()))
+        return reply
 
     return await ctx.shared(key, collect)
+
+
+async def _shared_http(ctx: ProbeContext, spec: HttpSpec, path: str) -> Reply:
+    headers = dict(sorted(spec.headers.items()))
+    key = f"declarative-http {spec.method} {path} {json.dumps(headers)} {spec.redirects}"
+    return await _shared_reply(ctx, spec, key, lambda shared_ctx: _http_reply(
+        shared_ctx, spec.method, path, headers, spec.redirects))
 
 
 async def _shared_control(ctx: ProbeContext, spec: HttpSpec, path: str) -> tuple[str, Reply]:
@@ -424,11 +434,7 @@ async def _tcp_reply(ctx: ProbeContext, spec: TcpSpec) -> Reply:
 
 async def _shared_tcp(ctx: ProbeContext, spec: TcpSpec) -> Reply:
     key = f"declarative-tcp {spec.send!r} {spec.read} {spec.wait}"
-
-    async def collect(shared_ctx: ProbeContext) -> Reply:
-        return await _tcp_reply(shared_ctx, spec)
-
-    return await ctx.shared(key, collect)
+    return await _shared_reply(ctx, spec, key, lambda shared_ctx: _tcp_reply(shared_ctx, spec))
 
 
 def _redact_recorded(ctx: ProbeContext, values: Sequence[str]) -> None:
@@ -444,12 +450,9 @@ def _redact_recorded(ctx: ProbeContext, values: Sequence[str]) -> None:
             if escaped in exchange.data else exchange for exchange in ctx.transcript.exchanges]
 
 
-def _judge(ctx: ProbeContext, spec: HttpSpec | TcpSpec, reply: Reply) -> dict[str, str] | None:
-    """The extracted facts when the reply matches (secrets redacted), else None."""
-    if not matches(spec, reply):
-        return None
-    _redact_recorded(ctx, list(extract(spec.redact, reply).values()))
-    return extract(spec.extractors, reply)
+def _judge(spec: HttpSpec | TcpSpec, reply: Reply) -> dict[str, str] | None:
+    """The extracted facts when the reply matches, else None."""
+    return extract(spec.extractors, reply) if matches(spec, reply) else None
 
 
 class TemplateCheck(Probe):
@@ -461,7 +464,7 @@ class TemplateCheck(Probe):
         spec = self.template.spec
         if isinstance(spec, TcpSpec):
             reply = await _shared_tcp(ctx, spec)
-            extracted = _judge(ctx, spec, reply)
+            extracted = _judge(spec, reply)
             return {"tried": [{"request": "banner" + (" after " + repr(spec.send)
                                                       if spec.send else ""),
                                "verdict": "match" if extracted is not None else "no match",
@@ -479,7 +482,7 @@ class TemplateCheck(Probe):
                                   "control": f"{control_path}: HTTP {control.status}"})
                     continue
             reply = await _shared_http(ctx, spec, path)
-            extracted = _judge(ctx, spec, reply)
+            extracted = _judge(spec, reply)
             tried.append({"request": f"{spec.method} {path}", "status": reply.status,
                           "verdict": "match" if extracted is not None else "no match",
                           "extracted": extracted or {}})

@@ -20,7 +20,6 @@ or the recorded hello minus the listed suites.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import re
 import ssl
@@ -45,7 +44,7 @@ from probes.api import (
 from probes.ftp import FtpControl, greeting_refusal
 from profiles.yamldata import parse_yaml, validate
 from scanner.models import Confidence, Intrusiveness, Model, Service, Severity, utc_now
-from scanner.net import Connection, insecure_tls_context
+from scanner.net import Connection, insecure_tls_context, verifying_tls_context
 from scanner.protocols.tls import (
     SSL3,
     TLS1_0,
@@ -66,7 +65,6 @@ HELLO_WAIT = 4.0  # seconds for one first flight, or the profile's read timeout 
 MAX_ROUNDS_PER_VERSION = 128  # elimination rounds: more suites than any real server enables
 MAX_ROUNDS = 320  # across all versions
 VERIFY_RESERVE = 3.0  # seconds of the budget kept for the verifying handshake
-NO_CHECK_TIME = 0x200000  # X509_V_FLAG_NO_CHECK_TIME: expiry is judged on its own check
 REFERENCE_BCP = "https://www.rfc-editor.org/rfc/rfc9325"
 
 # ----------------------------------------------------------------------------- data
@@ -272,27 +270,11 @@ async def _scan_version(ctx: ProbeContext, version: int, rounds: list[int]) -> d
             "certificates": first.certificates, "stopped": stopped}
 
 
-@functools.lru_cache(maxsize=8)
-def _verifying_context(ca_files: tuple[str, ...]) -> ssl.SSLContext:
-    """System store plus the profile's CAs; every version and suite allowed and time not
-    checked, so the only failure left is the chain itself."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_REQUIRED
-    context.load_default_certs()
-    for path in ca_files:
-        context.load_verify_locations(cafile=path)
-    context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
-    with contextlib.suppress(ssl.SSLError):
-        context.set_ciphers("ALL:@SECLEVEL=0")
-    context.verify_flags |= NO_CHECK_TIME
-    return context
-
-
 async def _trust(ctx: ProbeContext, leaf: dict[str, Any] | None) -> dict[str, Any]:
     """A verifying handshake's verdict; when local OpenSSL cannot connect at all, whether the
     leaf is self-signed (checked with its own key) is the best we can say."""
-    context = _verifying_context(tuple(ctx.settings.trusted_ca_files))
+    context = verifying_tls_context(tuple(ctx.settings.trusted_ca_files),
+                                    chain_only=True)
     try:
         conn = await _handshake(ctx, context)
     except ssl.SSLCertVerificationError as exc:

@@ -19,13 +19,12 @@ import hashlib
 import json
 import re
 import secrets
-import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from importlib.resources import files
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urljoin, urlsplit
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -45,13 +44,13 @@ from probes.api import (
 from profiles.devices import DeviceProfile, load_device_profiles, matching_profiles
 from profiles.lifecycle import UpdateEndpoint, version_after_markers, version_key
 from profiles.yamldata import parse_yaml, validate
-from scanner.http import CertificateError
+from scanner.http import CertificateError, HttpResponse
 from scanner.models import Confidence, Device, Intrusiveness, Service, Severity
-from scanner.net import ScopeViolation, host_for_url
+from scanner.net import ScopeViolation, host_for_url, verifying_tls_context
 from scanner.protocols.textproto import html_title
 
 MAX_MANIFEST = 256 * 1024
-MAX_IMAGE = 16 * 1024 * 1024  # kept in memory for signature checks (Ed25519 has no prehash)
+MAX_IMAGE = 16 * 1024 * 1024  # larger images get no digest verdict
 MAX_SIGNATURE = 16 * 1024
 MAX_ENDPOINTS = 8  # per device, declared and discovered together
 MAX_DISCOVERED_URLS = 16
@@ -238,13 +237,6 @@ def update_urls_in_text(text: str) -> list[str]:
     return found[:MAX_DISCOVERED_URLS]
 
 
-def _verifying_context(ca_files: tuple[str, ...]) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    for name in ca_files:
-        context.load_verify_locations(cafile=name)
-    return context
-
-
 def _decode_signature(raw: bytes) -> bytes:
     """Detached signatures come raw or base64-encoded; try base64 when it is clean ASCII."""
     text = raw.strip()
@@ -254,7 +246,8 @@ def _decode_signature(raw: bytes) -> bytes:
         return raw
 
 
-def verify_signature(scheme: str, public_key_pem: str, signature: bytes, message: bytes) -> str:
+def verify_signature(scheme: str, public_key_pem: str, signature: bytes,
+                     message: bytes | bytearray) -> str:
     """"valid", "invalid" or "unverifiable: why" for the vendor key a profile declares."""
     try:
         key = serialization.load_pem_public_key(public_key_pem.encode())
@@ -266,10 +259,11 @@ def verify_signature(scheme: str, public_key_pem: str, signature: bytes, message
         elif scheme == "ecdsa-sha256" and isinstance(key, ec.EllipticCurvePublicKey):
             key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
         elif scheme == "rsa-pkcs1-sha256" and isinstance(key, rsa.RSAPublicKey):
-            key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+            key.verify(signature, cast(bytes, message), padding.PKCS1v15(), hashes.SHA256())
         elif scheme == "rsa-pss-sha256" and isinstance(key, rsa.RSAPublicKey):
-            key.verify(signature, message, padding.PSS(padding.MGF1(hashes.SHA256()),
-                                                       padding.PSS.AUTO), hashes.SHA256())
+            key.verify(signature, cast(bytes, message),  # any buffer; the stub says bytes
+                       padding.PSS(padding.MGF1(hashes.SHA256()), padding.PSS.AUTO),
+                       hashes.SHA256())
         else:
             return f"unverifiable: the profile's key does not fit the scheme {scheme}"
     except InvalidSignature:
@@ -278,25 +272,21 @@ def verify_signature(scheme: str, public_key_pem: str, signature: bytes, message
 
 
 async def _fetch(ctx: ProbeContext, url: str, channel: _Channel, max_body: int,
-                 sink: Callable[[bytes], None] | None = None) -> tuple[int, bytes] | None:
+                 sink: Callable[[bytes], None] | None = None) -> HttpResponse:
     """GET under the scope, judging the certificate of an https URL on the way."""
     if url.startswith("https:"):
         try:
-            response = await ctx.fetch(url, tls=_verifying_context(
-                ctx.settings.trusted_ca_files), max_body=max_body, sink=sink)
-            return response.status, response.body
+            return await ctx.fetch(url, tls=verifying_tls_context(
+                tuple(ctx.settings.trusted_ca_files)), max_body=max_body, sink=sink)
         except CertificateError as exc:
             channel.certificate_error = channel.certificate_error or str(exc)[:300]
-    response = await ctx.fetch(url, max_body=max_body, sink=sink)
-    return response.status, response.body
+    return await ctx.fetch(url, max_body=max_body, sink=sink)
 
 
 async def _inspect(ctx: ProbeContext, channel: _Channel, endpoint: UpdateEndpoint | None,
                    ) -> None:
-    status_body = await _fetch(ctx, channel.url, channel, MAX_MANIFEST)
-    if status_body is None:
-        return
-    channel.status, manifest_bytes = status_body
+    manifest_response = await _fetch(ctx, channel.url, channel, MAX_MANIFEST)
+    channel.status, manifest_bytes = manifest_response.status, manifest_response.body
     if channel.url.startswith("https:"):
         parts = urlsplit(channel.url)
         plain = parts._replace(scheme="http",
@@ -322,31 +312,51 @@ async def _inspect(ctx: ProbeContext, channel: _Channel, endpoint: UpdateEndpoin
     image = str(manifest.get(endpoint.image_field, ""))[:1000]
     signature = endpoint.signature
     channel.signature_scheme = signature.scheme if signature else ""
-    image_bytes = bytearray()
+    # Hashed as it arrives; the bytes are kept only for a signature over the image itself
+    # (Ed25519 has no prehashed form), never copied.
+    kept = bytearray() if signature is not None and signature.covers == "image" else None
     if image:
         channel.image_url = urljoin(channel.url, image)
         try:
-            fetched = await _fetch(ctx, channel.image_url, channel, MAX_IMAGE,
-                                   sink=image_bytes.extend)
+            channel.actual_digest = await _fetch_image(ctx, channel, endpoint.digest_algorithm,
+                                                       kept)
         except ScopeViolation:
-            channel.image_status = None
             ctx.note(f"image {channel.image_url[:200]} is outside the scope; not fetched")
-            fetched = None
-        if fetched is not None:
-            channel.image_status = fetched[0]
-            channel.image_size = len(image_bytes)
-            channel.image_truncated = len(image_bytes) >= MAX_IMAGE
-            digest = hashlib.new(endpoint.digest_algorithm, bytes(image_bytes)).hexdigest()
-            channel.actual_digest = digest if fetched[0] == 200 else ""
-            ctx.note(f"image {channel.image_url[:200]}: {len(image_bytes)} bytes, "
-                     f"{endpoint.digest_algorithm} {digest}")
     channel.signature = await _signature_verdict(ctx, channel, endpoint, manifest,
-                                                 manifest_bytes, bytes(image_bytes))
+                                                 manifest_bytes, kept or b"")
+
+
+async def _fetch_image(ctx: ProbeContext, channel: _Channel, algorithm: str,
+                       kept: bytearray | None) -> str:
+    """The image's digest, or "" when it was not served whole: the digest of a first part
+    says nothing about the image (the facts say why)."""
+    hasher = hashlib.new(algorithm)
+
+    def take(chunk: bytes) -> None:
+        hasher.update(chunk)
+        channel.image_size += len(chunk)
+        if kept is not None:
+            kept.extend(chunk)
+
+    response = await _fetch(ctx, channel.image_url, channel, MAX_IMAGE, sink=take)
+    channel.image_status = response.status
+    channel.image_truncated = response.truncated
+    where = f"image {channel.image_url[:200]}: HTTP {response.status}, {channel.image_size} bytes"
+    if response.status != 200:
+        ctx.note(f"{where}; no digest judged")
+        return ""
+    if response.truncated:
+        ctx.note(f"{where} read, the image is larger (the cap is {MAX_IMAGE} bytes); its "
+                 "digest and signature are not judged")
+        return ""
+    digest = hasher.hexdigest()
+    ctx.note(f"{where}, {algorithm} {digest}")
+    return digest
 
 
 async def _signature_verdict(ctx: ProbeContext, channel: _Channel, endpoint: UpdateEndpoint,
                              manifest: dict[str, Any], manifest_bytes: bytes,
-                             image: bytes) -> str:
+                             image: bytes | bytearray) -> str:
     signature = endpoint.signature
     if signature is None:
         return "absent"
@@ -357,14 +367,14 @@ async def _signature_verdict(ctx: ProbeContext, channel: _Channel, endpoint: Upd
         url = _fill(signature.url, ctx.target.device)
         if url:
             fetched = await _fetch(ctx, url, channel, MAX_SIGNATURE)
-            raw = fetched[1] if fetched and fetched[0] == 200 else None
+            raw = fetched.body if fetched.status == 200 else None
     if not raw:
         return "absent"
     if not signature.public_key:
         return "unverifiable: the profile names no vendor public key"
-    message = image if signature.covers == "image" else manifest_bytes
-    if signature.covers == "image" and (not channel.actual_digest or channel.image_truncated):
+    if signature.covers == "image" and not channel.actual_digest:
         return "unverifiable: the image was not fetched whole"
+    message = image if signature.covers == "image" else manifest_bytes
     return verify_signature(signature.scheme, signature.public_key, _decode_signature(raw),
                             message)
 

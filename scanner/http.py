@@ -63,8 +63,8 @@ async def request(network: Network, method: str, url: str, *, transcript: Transc
     """One HTTP exchange (plus in-scope redirects), recorded in the transcript.
 
     ``tls`` replaces the accept-anything context (to judge a certificate); ``sink`` receives
-    the body in chunks instead of it being kept (to hash a firmware image of up to
-    ``max_body`` bytes without holding it)."""
+    the final (non-3xx) body in chunks instead of it being kept (to hash a firmware image of
+    up to ``max_body`` bytes without holding it)."""
     history: list[str] = []
     current = url
     for _ in range(MAX_REDIRECTS + 1):
@@ -123,7 +123,12 @@ async def _once(network: Network, method: str, url: str, *, transcript: Transcri
             async with session.request(method, url, headers=sent_headers, data=data,
                                        allow_redirects=False,
                                        middlewares=middlewares) as response:
-                body = await _read_body(response, max_body, sink)
+                # A redirect's body is not the resource: it is kept (capped), never sunk,
+                # so an image's digest covers the image alone.
+                redirect = 300 <= response.status < 400
+                body = await _read_body(response,
+                                        min(max_body, MAX_BODY_BYTES) if redirect else max_body,
+                                        None if redirect else sink)
                 truncated = False
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                     truncated = not response.content.at_eof() and \

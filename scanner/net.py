@@ -292,6 +292,34 @@ def insecure_tls_context() -> ssl.SSLContext:
     return context
 
 
+NO_CHECK_TIME = 0x200000  # X509_V_FLAG_NO_CHECK_TIME: expiry is judged on its own check
+
+
+@functools.lru_cache(maxsize=16)
+def verifying_tls_context(ca_files: tuple[str, ...], *,
+                          chain_only: bool = False) -> ssl.SSLContext:
+    """The system store plus a profile's CA files, built once per set: loading the store
+    costs more than a handshake, and every TLS service and update URL asks for it.
+
+    By default it verifies as a device should (chain, host name, dates, modern protocols).
+    ``chain_only`` judges the chain alone: every version and suite, no host name and no dates,
+    for checks that report those on their own."""
+    if chain_only:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_default_certs()
+        context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+        with contextlib.suppress(ssl.SSLError):
+            context.set_ciphers("ALL:@SECLEVEL=0")
+        context.verify_flags |= NO_CHECK_TIME
+    else:
+        context = ssl.create_default_context()
+    for path in ca_files:
+        context.load_verify_locations(cafile=path)
+    return context
+
+
 class UdpSession(asyncio.DatagramProtocol):
     """A datagram conversation with one host whose replies may come from any of its ports.
 

@@ -150,7 +150,8 @@ HTTP_SAMPLES: dict[str, Sample] = {
         "/version", page('{"Version":"24.0.5","ApiVersion":"1.43","MinAPIVersion":"1.12"}',
                          "application/json"), Page(404, b"page not found")),
     "cisco-rv-config-export": Sample(
-        "/cgi-bin/config.exp", page("####sysconfig####\n[VERSION]\nVERSION=1.4.2.15\n")),
+        "/cgi-bin/config.exp", page("####sysconfig####\n[VERSION]\nVERSION=1.4.2.15\n[SYSTEM]\n"
+                                    "USERNAME=cisco\nPASSWD=066bae9070a9a95b3e03019db131cd40\n")),
     "rompager-misfortune-cookie": Sample(server="RomPager/4.07 UPnP/1.0",
                                          fixed_server="RomPager/4.51 UPnP/1.0"),
     "boa-web-server": Sample(server="Boa/0.94.14rc21", fixed_server="lighttpd/1.4.69"),
@@ -409,6 +410,25 @@ async def test_extracted_facts_and_redacted_secrets() -> None:
                           target(EXPOSED, port))
     assert found.observations[0].facts["wifi_ssid"] == "HomeNet"
     assert found.observations[0].facts["device_type"] == "SHSW-1"
+
+
+@pytest.mark.parametrize(("template_id", "secret"), [
+    ("dlink-dcs-user-disclosure", "S3cretCamPw"),
+    ("dahua-passwd-config-exposed", "6QNMIQGe"),
+    ("cisco-rv-config-export", "066bae9070a9a95b3e03019db131cd40")])
+async def test_leaked_passwords_and_hashes_leave_every_copy_of_the_evidence(
+        template_id: str, secret: str) -> None:
+    """Redacted in the shared collection itself: a second check reading it gets no copy with
+    the secret either."""
+    sample = HTTP_SAMPLES[template_id]
+    shared = SharedCollections()
+    async with serving(HttpFake({sample.path: sample.exposed}), EXPOSED) as port:
+        runs = [await run(check_of(template_id), target(EXPOSED, port), shared=shared)
+                for _ in range(2)]
+    shared.close()
+    for found in runs:
+        assert len(found.observations) == 1
+        assert secret not in found.evidence and "«redacted»" in found.evidence
 
 
 async def test_templates_on_one_service_share_requests() -> None:

@@ -21,7 +21,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from probes.api import Probe, Target
+from probes.api import Probe, ProbeContext, Target
 from probes.disclosure import SecurityTxtPublished, VersionDisclosure, parse_security_txt
 from probes.registry import LoadedProbe
 from probes.update import (
@@ -34,6 +34,7 @@ from probes.update import (
     UpdateManifestUnsigned,
     UpdateRollbackOffered,
     VendorDisclosurePolicy,
+    collect_update_channel,
     update_urls_in_json,
     update_urls_in_text,
     verify_signature,
@@ -41,7 +42,9 @@ from probes.update import (
 from profiles.devices import DeviceProfile
 from profiles.lifecycle import version_after_markers, version_key
 from scanner.models import CheckStatus, Device, ScanResult, Service, Severity
-from tests.helpers import ScanRunner, fast_profile
+from scanner.net import Limits, Network, Transcript
+from scanner.targets import build_scope
+from tests.helpers import NEVER_TOUCH_PORTS, ScanRunner, fast_profile
 from tests.tls_certs import ca_signed, weak_self_signed
 
 BAD, GOOD = "127.121.0.1", "127.121.0.2"
@@ -329,3 +332,70 @@ def test_update_urls_named_under_update_keys_in_device_json() -> None:
             "homepage": "http://vendor.example/"}
     assert update_urls_in_json(info) == ["http://10.9.9.9/a/b.json",
                                          "https://ota.vendor.example/v1"]
+
+
+# --------------------------------------------------------- images: redirects, size cap, memory
+
+BIG_IMAGE = IMAGE + b"one byte over the cap"
+IMAGE_SERVER = "127.121.0.20"
+
+
+def _image_server() -> web.Application:
+    """Manifests whose image is reached through a redirect (with a body of its own), is exactly
+    the cap, or is larger than the cap; every declared digest and signature is correct."""
+    signed = base64.b64encode(VENDOR_KEY.sign(BIG_IMAGE)).decode()
+    manifests = {
+        "/c/redirected.json": {"version": "2.1.0", "url": "/img/moved.bin", "sha256": SHA256,
+                               "signature": SIGNATURE},
+        "/c/exact.json": {"version": "2.1.0", "url": "/img/firmware.bin", "sha256": SHA256,
+                          "signature": SIGNATURE},
+        "/c/big.json": {"version": "2.1.0", "url": "/img/big.bin",
+                        "sha256": hashlib.sha256(BIG_IMAGE).hexdigest(), "signature": signed},
+    }
+
+    async def handle(request: web.Request) -> web.Response:
+        if request.path == "/img/moved.bin":
+            return web.Response(status=302, text="<html>moved to /img/firmware.bin</html>",
+                                headers={"Location": "/img/firmware.bin"})
+        if request.path == "/img/firmware.bin":
+            return web.Response(body=IMAGE, content_type="application/octet-stream")
+        if request.path == "/img/big.bin":
+            return web.Response(body=BIG_IMAGE, content_type="application/octet-stream")
+        if request.path in manifests:
+            return web.json_response(manifests[request.path])
+        return web.Response(status=404)
+    app = web.Application()
+    app.router.add_route("GET", "/{tail:.*}", handle)
+    return app
+
+
+async def test_image_digests_ignore_redirect_bodies_and_are_not_judged_past_the_cap(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A redirect's own body is not part of the image; an image exactly at the cap is judged;
+    one larger than the cap gets no digest or signature verdict (its first part would differ)."""
+    monkeypatch.setattr("probes.update.MAX_IMAGE", len(IMAGE))
+    profile = _profile("test-image-camera", "IoTB Image Camera", [
+        f"http://{IMAGE_SERVER}:{PLAIN_PORT}/c/{name}.json"
+        for name in ("redirected", "exact", "big")],
+        latest="2.1.0", end_of_support="2099-12-31", disclosure=True)
+    service = Service(port=23, transport="tcp", protocol="telnet")  # no web UI to ask
+    target = Target(Device(address=IMAGE_SERVER, services=[service]), service)
+    network = Network(build_scope([f"{IMAGE_SERVER}/32"], excluded_ports=NEVER_TOUCH_PORTS),
+                      Limits(connect_timeout=1.0, read_timeout=2.0, probe_budget=20.0))
+    runner = await _start(_image_server(), IMAGE_SERVER, PLAIN_PORT)
+    transcript = Transcript()
+    try:
+        facts = await collect_update_channel(ProbeContext(target, network, transcript),
+                                             [profile])
+    finally:
+        network.close()
+        await runner.cleanup()
+    redirected, exact, big = facts["channels"]
+    for whole in (redirected, exact):
+        assert (whole["actual_digest"], whole["image_size"]) == (SHA256, len(IMAGE)), whole
+        assert whole["signature"] == "valid" and not whole["image_truncated"]
+    assert big["image_truncated"] and big["actual_digest"] == ""
+    assert big["signature"] == "unverifiable: the image was not fetched whole"
+    assert any("its digest and signature are not judged" in e.data
+               for e in transcript.exchanges)
+    assert UpdateIntegrityMismatch((profile,)).evaluate(target, facts) == []
