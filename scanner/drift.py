@@ -17,7 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from reports.diff import FindingRef, VerdictChange, diff_results
 from scanner.models import ScanResult
 from scanner.store import ScanStore
-from scanner.webhooks import DEFAULT_RETRY, Delivery, RetryPolicy, WebhookTarget, deliver_all
+from scanner.webhooks import (
+    DEFAULT_RETRY,
+    Delivery,
+    RetryPolicy,
+    WebhookTarget,
+    deliver_all,
+    not_sent,
+)
 
 DRIFT_FORMAT = "iotbaseline-drift/1"
 DRIFT_EVENT = "drift"
@@ -87,7 +94,8 @@ def after_scan(store: ScanStore, scan_id: str,
     """Run once a scheduled scan is saved, wherever it ran: compute the drift, keep it in the
     store and, when something changed, post it to the schedule's webhooks and keep the
     delivery log beside it (``summary["deliveries"]``). Synchronous like the store (webhook
-    retries sleep here): async callers use ``asyncio.to_thread``."""
+    retries sleep here): async callers use ``asyncio.to_thread``. A stored webhook that is no
+    longer valid is logged as not sent; it never fails the scan."""
     drift = compute_drift(store, scan_id)
     if drift is None:
         return None
@@ -96,9 +104,14 @@ def after_scan(store: ScanStore, scan_id: str,
     schedule = store.get_schedule(drift.schedule_id)
     if not (drift.changed and schedule.webhooks):
         return drift
-    deliveries = asyncio.run(deliver_all(
-        [WebhookTarget(hook.url, hook.secret_env) for hook in schedule.webhooks], DRIFT_EVENT,
-        document, policy))
+    targets: list[WebhookTarget] = []
+    deliveries: list[Delivery] = []
+    for hook in schedule.webhooks:
+        try:
+            targets.append(WebhookTarget(hook.url, hook.secret_env))
+        except ValueError as exc:
+            deliveries.append(not_sent(hook.url, DRIFT_EVENT, f"invalid webhook: {exc}"))
+    deliveries += asyncio.run(deliver_all(targets, DRIFT_EVENT, document, policy))
     for delivery in deliveries:
         if not delivery.delivered:
             log.warning("webhook %s for schedule %s not delivered: %s", delivery.url,

@@ -91,6 +91,12 @@ class Delivery(BaseModel):
     error: str = ""  # why it was given up, when it was
 
 
+def not_sent(url: str, event: str, reason: str) -> Delivery:
+    """The log of a delivery given up before any attempt (no secret, an invalid stored URL)."""
+    return Delivery(delivery_id=str(uuid.uuid4()), url=url[:2000], event=event, delivered=False,
+                    error=reason)
+
+
 def sign(secret: bytes, body: bytes) -> str:
     """The signature header value for ``body``: receivers recompute it over the raw bytes and
     compare with ``hmac.compare_digest``."""
@@ -105,12 +111,11 @@ async def deliver(target: WebhookTarget, event: str, payload: dict[str, Any],
                   policy: RetryPolicy = DEFAULT_RETRY) -> Delivery:
     """Post ``payload`` to one webhook until it is accepted (2xx), refused for good, or the
     policy's bounds are reached; never raises for a failed delivery."""
-    delivery_id = str(uuid.uuid4())
     secret = os.environ.get(target.secret_env)
     if not secret:
-        return Delivery(delivery_id=delivery_id, url=target.url, event=event, delivered=False,
-                        error=f"signing secret variable {target.secret_env} is not set; "
-                              "not sent unsigned")
+        return not_sent(target.url, event, f"signing secret variable {target.secret_env} is "
+                                           "not set; not sent unsigned")
+    delivery_id = str(uuid.uuid4())
     body = json.dumps({"event": event, "delivery_id": delivery_id,
                        "sent_at": utc_now().isoformat(), "data": payload},
                       sort_keys=True, ensure_ascii=True).encode()

@@ -3,6 +3,7 @@ webhook receivers on 127.137.0.0/16 only)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -13,9 +14,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from scanner.drift import deliveries_of
+from scanner.drift import after_scan, deliveries_of
 from scanner.schedule import Scheduler, add_schedule
-from scanner.store import ScanStore
+from scanner.store import ScanStore, ScheduleWebhook
 from scanner.webhooks import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
@@ -24,6 +25,7 @@ from scanner.webhooks import (
     deliver,
 )
 from tests import fakes
+from tests.report_fixtures import sample_result
 
 SECRET = "s3cret-for-tests"
 FAST = RetryPolicy(attempts=3, first_delay_s=0.01, max_delay_s=0.05, total_s=10,
@@ -193,3 +195,32 @@ async def test_two_scans_of_a_schedule_drift_exactly_and_are_announced(
     assert by_url["http://127.137.0.5:8080/hook"].delivered
     failed = by_url["http://127.137.0.6:8080/hook"]
     assert not failed.delivered and len(failed.attempts) == 3 and len(broken.requests) == 3
+
+
+async def test_a_stored_webhook_that_is_no_longer_valid_is_logged_not_fatal(
+        tmp_path: Path, receivers: StartReceiver) -> None:
+    """Webhooks saved by an older version (or by hand) are validated only when used: an invalid
+    one is recorded as not sent, the valid ones are still posted and the drift is kept."""
+    good: Receiver = await receivers("127.137.0.11", [204])
+    first = sample_result().model_copy(update={"meta": sample_result().meta.model_copy(
+        update={"scan_id": "drift-1", "started_at": T0})})
+    second = first.model_copy(update={
+        "meta": first.meta.model_copy(update={"scan_id": "drift-2",
+                                              "started_at": T0 + timedelta(hours=1)}),
+        "findings": first.findings[:1]})  # one finding fixed: something to announce
+    with ScanStore(f"sqlite:///{tmp_path / 'store.sqlite'}") as store:
+        schedule = store.create_schedule("legacy", "0 * * * *", ["127.137.5.0/24"], "safe",
+                                         webhooks=[
+            ScheduleWebhook("ftp://127.137.0.11/hook", "IOTB_TEST_HOOK"),
+            ScheduleWebhook("http://127.137.0.11:8080/hook", "IOTB_TEST_HOOK"),
+            ScheduleWebhook("http://127.137.0.11:8080/hook", "not a name")])
+        store.save_scan(first, schedule_id=schedule.id)
+        store.save_scan(second, schedule_id=schedule.id)
+        drift = await asyncio.to_thread(after_scan, store, "drift-2", FAST)
+        deliveries = deliveries_of(store, "drift-2")
+    assert drift is not None and drift.changed
+    assert len(good.verified_bodies()) == 1
+    assert [d.delivered for d in deliveries] == [False, False, True]
+    assert all(d.error.startswith("invalid webhook: ") and not d.attempts
+               for d in deliveries[:2])
+    assert "http(s)" in deliveries[0].error and "not a name" in deliveries[1].error

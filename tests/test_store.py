@@ -20,7 +20,8 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, insert, inspect, select, text
+from sqlalchemy import create_engine, insert, inspect, select, text, update
+from sqlalchemy.exc import OperationalError
 
 from scanner.cli import main
 from scanner.models import (
@@ -34,8 +35,8 @@ from scanner.models import (
     Severity,
     Verdict,
 )
-from scanner.store import ScanStore, ScheduleWebhook, StoreError, migrate, store_url
-from scanner.store.schema import Base
+from scanner.store import ScanStore, ScheduleWebhook, StoreError, migrate, repository, store_url
+from scanner.store.schema import ApiTokenRow, Base
 from tests import fakes
 from tests.pg import PostgresServer, postgres_server
 from tests.report_fixtures import T0, hostile_result, sample_result
@@ -285,6 +286,23 @@ def test_api_tokens_keep_only_a_hash(store: ScanStore, url: str) -> None:
     assert store.verify_token(secret) is None
 
 
+def test_a_token_use_is_recorded_at_most_once_a_minute(store: ScanStore, url: str) -> None:
+    """Most API requests only read the token: writing on each would queue them behind scans."""
+    _token, secret = store.create_token("dashboard", "viewer")
+    first = store.verify_token(secret)
+    again = store.verify_token(secret)
+    assert first is not None and again is not None
+    assert first.last_used is not None and again.last_used == first.last_used
+    stale = first.last_used - timedelta(minutes=5)
+    engine = create_engine(store_url(url))
+    with engine.begin() as connection:
+        connection.execute(update(ApiTokenRow).values(last_used=stale))
+    engine.dispose()
+    refreshed = store.verify_token(secret)
+    assert refreshed is not None and refreshed.last_used is not None
+    assert refreshed.last_used >= first.last_used > stale
+
+
 # -- migrations --------------------------------------------------------------------------------
 
 
@@ -428,6 +446,35 @@ def test_concurrent_writers_on_sqlite_do_not_corrupt(tmp_path: Path) -> None:
         assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     assert (os.stat(path).st_mode & 0o777) == 0o600
+
+
+def test_reads_do_not_wait_behind_a_long_write_on_sqlite(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long save_scan holds the write lock; API reads (and token checks) still answer."""
+    monkeypatch.setattr(repository, "SQLITE_BUSY_TIMEOUT_S", 0.5)
+    path = tmp_path / "busy.sqlite"
+    with ScanStore(str(path)) as store:
+        store.save_scan(scan("a", [Device(address="10.7.0.1")]))
+        store.create_schedule("nightly", "0 3 * * *", ["10.7.0.0/24"], "safe")
+        _token, secret = store.create_token("api", "viewer")
+        assert store.verify_token(secret) is not None
+        writer = sqlite3.connect(path, isolation_level=None)
+        try:
+            writer.execute("BEGIN IMMEDIATE")  # a writer in the middle of a long save
+            started = time.monotonic()
+            assert store.get_scan("a").meta.scan_id == "a"
+            assert [s.id for s in store.list_scans()] == ["a"]
+            assert [s.name for s in store.list_schedules(enabled_only=True)] == ["nightly"]
+            assert len(store.devices()) == 1 and store.get_drift("a") is None
+            assert store.verify_token(secret) is not None
+            assert time.monotonic() - started < 0.4
+            with pytest.raises(OperationalError, match="locked"):  # writes do queue
+                store.save_scan(scan("b", [Device(address="10.7.0.2")]))
+        finally:
+            writer.rollback()
+            writer.close()
+        store.save_scan(scan("b", [Device(address="10.7.0.2")]))
+        assert store.count("scans") == 2
 
 
 # -- command line ------------------------------------------------------------------------------

@@ -21,7 +21,11 @@ Repository API (``ScanStore(url)``; synchronous — async code wraps calls in
                                                       excludes, ports, [ScheduleWebhook], …)
     save_drift(scan_id, previous_scan_id, summary) / get_drift(scan_id)
     create_token(name, role) -> (ApiToken, secret) / verify_token(secret) / list_tokens /
-    revoke_token(id)                                  roles: viewer | operator
+    revoke_token(id)                                  roles: viewer | operator; a token's
+                                                      last use is written at most once a minute
+
+On SQLite, reading methods begin deferred (WAL: they never wait for a writer); writing ones
+take the write lock up front (``BEGIN IMMEDIATE``), so concurrent writers queue.
 
 Device identity (``identity.py``): MAC, then serial or UPnP UDN, then address, so a device's
 history follows it when its address changes.

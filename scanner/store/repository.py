@@ -12,7 +12,7 @@ import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,9 @@ from scanner.store.schema import (
 PRIMARY_FRAMEWORK = "iso-iec-27402-2023"
 ROLES = ("viewer", "operator")
 SQLITE_BUSY_TIMEOUT_S = 30.0
+# A token's last use is recorded at this granularity: most API requests then only read.
+TOKEN_USE_GRANULARITY = timedelta(seconds=60)
+_READ_ONLY = "iotbaseline_read_only"  # execution option of the read-only sessions' engine
 _CHUNK = 500  # identifiers per IN (…) query: well under SQLite's bound-parameter limit
 
 
@@ -171,7 +174,8 @@ def redacted(url: URL) -> str:
 
 def _sqlite_engine(url: URL) -> Engine:
     """WAL (readers never block the writer), a busy timeout, and write transactions that take
-    the lock up front (``BEGIN IMMEDIATE``) so concurrent writers queue instead of failing."""
+    the lock up front (``BEGIN IMMEDIATE``) so concurrent writers queue instead of failing;
+    read-only sessions begin deferred, so a reader never waits behind a long write."""
     if url.database and url.database != ":memory:":
         path = Path(url.database)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -190,7 +194,8 @@ def _sqlite_engine(url: URL) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = connection.get_execution_options().get(_READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -214,6 +219,8 @@ class ScanStore:
         except OSError as exc:
             raise StoreError(f"store {redacted(self.url)}: {exc.strerror or exc}") from None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(self.engine.execution_options(**{_READ_ONLY: True}),
+                                           expire_on_commit=False)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -226,7 +233,14 @@ class ScanStore:
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
+        """A write transaction (on SQLite it holds the write lock from its start)."""
         with self._sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def _reading(self) -> Iterator[Session]:
+        """A transaction that only reads: it never waits for the write lock."""
+        with self._read_sessions.begin() as session:
             yield session
 
     # -- scans ---------------------------------------------------------------------------------
@@ -348,7 +362,7 @@ class ScanStore:
 
     def get_scan(self, scan_id: str) -> ScanResult:
         """The scan exactly as saved (the canonical JSON record)."""
-        with self._session() as session:
+        with self._reading() as session:
             row = session.get(ScanRow, scan_id)
             if row is None:
                 raise LookupError(f"no scan {scan_id!r} in the store")
@@ -363,12 +377,12 @@ class ScanStore:
         if schedule is not None:
             query = query.where(ScanRow.schedule_id == schedule)
         query = query.order_by(ScanRow.started_at.desc(), ScanRow.id).limit(limit).offset(offset)
-        with self._session() as session:
+        with self._reading() as session:
             return [ScanSummary(*row) for row in session.execute(query)]
 
     def scan_schedule(self, scan_id: str) -> int | None:
         """The schedule a scan was run for (None for a one-off scan)."""
-        with self._session() as session:
+        with self._reading() as session:
             row = session.execute(select(ScanRow.schedule_id)
                                   .where(ScanRow.id == scan_id)).one_or_none()
         if row is None:
@@ -379,7 +393,7 @@ class ScanStore:
     def scan_devices(self, scan_id: str) -> dict[str, str]:
         """Address -> the store's device key, for every device a scan saw (a device seen on two
         addresses appears twice, with one key)."""
-        with self._session() as session:
+        with self._reading() as session:
             rows = session.execute(select(ScanDeviceRow.address, DeviceRow.key)
                                    .join(DeviceRow, DeviceRow.id == ScanDeviceRow.device_id)
                                    .where(ScanDeviceRow.scan_id == scan_id))
@@ -387,7 +401,7 @@ class ScanStore:
 
     def previous_scan(self, schedule_id: int, before: str) -> str | None:
         """The scan of the same schedule that started last before ``before`` did."""
-        with self._session() as session:
+        with self._reading() as session:
             reference = session.get(ScanRow, before)
             if reference is None:
                 raise LookupError(f"no scan {before!r} in the store")
@@ -406,7 +420,7 @@ class ScanStore:
                           DeviceVerdictRow.scan_id == DeviceRow.last_scan_id,
                           DeviceVerdictRow.framework == PRIMARY_FRAMEWORK)
                    .scalar_subquery())
-        with self._session() as session:
+        with self._reading() as session:
             rows = session.execute(select(DeviceRow, verdict).order_by(DeviceRow.address,
                                                                        DeviceRow.key))
             return [_summary(row, device_verdict) for row, device_verdict in rows]
@@ -414,7 +428,7 @@ class ScanStore:
     def find_device(self, text: str) -> str:
         """A device key from what a person types: the key, a MAC, or its latest address."""
         wanted = text.strip()
-        with self._session() as session:
+        with self._reading() as session:
             key = session.scalar(
                 select(DeviceRow.key).where(or_(
                     DeviceRow.key == wanted, DeviceRow.mac == wanted.lower(),
@@ -428,7 +442,7 @@ class ScanStore:
     def device_history(self, device_key: str) -> DeviceHistory:
         """Every scan that saw the device, oldest first, with its address, verdict and
         findings there."""
-        with self._session() as session:
+        with self._reading() as session:
             device = session.scalar(select(DeviceRow).where(DeviceRow.key == device_key))
             if device is None:
                 raise LookupError(f"no device {device_key!r} in the store")
@@ -477,7 +491,7 @@ class ScanStore:
             raise ValueError(f"a schedule named {name!r} exists already") from None
 
     def get_schedule(self, schedule_id: int) -> Schedule:
-        with self._session() as session:
+        with self._reading() as session:
             row = session.get(ScheduleRow, schedule_id)
             if row is None:
                 raise LookupError(f"no schedule {schedule_id}")
@@ -487,7 +501,7 @@ class ScanStore:
         query = select(ScheduleRow).order_by(ScheduleRow.id)
         if enabled_only:
             query = query.where(ScheduleRow.enabled)
-        with self._session() as session:
+        with self._reading() as session:
             return [_schedule(row) for row in session.scalars(query)]
 
     _SCHEDULE_FIELDS = frozenset({"name", "cron", "targets", "excludes", "ports", "profile",
@@ -532,7 +546,7 @@ class ScanStore:
             return Drift(row.scan_id, row.previous_scan_id, row.summary, row.created_at)
 
     def get_drift(self, scan_id: str) -> Drift | None:
-        with self._session() as session:
+        with self._reading() as session:
             row = session.get(DriftRow, scan_id)
             return None if row is None else Drift(row.scan_id, row.previous_scan_id,
                                                   row.summary, row.created_at)
@@ -555,17 +569,27 @@ class ScanStore:
             raise ValueError(f"a token named {name!r} exists already") from None
 
     def verify_token(self, secret: str) -> ApiToken | None:
-        """The token this secret belongs to (its last use recorded), or None."""
-        with self._session() as session:
+        """The token this secret belongs to, or None. Its last use is recorded only when the
+        recorded one is older than ``TOKEN_USE_GRANULARITY``: a request does not write (nor wait
+        for the write lock) on every call."""
+        with self._reading() as session:
             row = session.scalar(select(ApiTokenRow).where(
                 ApiTokenRow.token_hash == _token_hash(secret)))
             if row is None:
                 return None
-            row.last_used = utc_now()
+            token = _token(row)
+        now = utc_now()
+        if token.last_used is not None and now - token.last_used < TOKEN_USE_GRANULARITY:
+            return token
+        with self._session() as session:
+            row = session.get(ApiTokenRow, token.id)
+            if row is None:  # revoked meanwhile
+                return None
+            row.last_used = now
             return _token(row)
 
     def list_tokens(self) -> list[ApiToken]:
-        with self._session() as session:
+        with self._reading() as session:
             return [_token(row) for row in session.scalars(
                 select(ApiTokenRow).order_by(ApiTokenRow.id))]
 
@@ -581,7 +605,7 @@ class ScanStore:
         tables = {row.__tablename__: row for row in (
             ScanRow, DeviceRow, ScanDeviceRow, FindingRow, FindingClauseRow, ClauseVerdictRow,
             DeviceVerdictRow, ScheduleRow, DriftRow, ApiTokenRow)}
-        with self._session() as session:
+        with self._reading() as session:
             return session.scalar(select(func.count()).select_from(tables[table])) or 0
 
 
