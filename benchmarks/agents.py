@@ -146,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="longest wait for either mode's jobs, seconds (default 900)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
+    # The workers it starts inherit these: only the farm's block, never port 2024.
+    os.environ["IOTBASELINE_AUTHORISED"] = "127.100.0.0/16"
+    os.environ["IOTBASELINE_EXCLUDE_PORTS"] = "2024"
     if not (1 <= args.jobs <= 256 and 1 <= args.devices_per_job <= 256):
         parser.error("--jobs and --devices-per-job must be within 1-256")
     if running := other_farms():

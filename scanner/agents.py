@@ -3,9 +3,10 @@
 A coordinator (the scheduler, the service API) hands each ``ScanJob`` to ``dispatch``. With a
 broker URL (``broker_url=`` or ``IOTBASELINE_BROKER``, e.g. ``redis://host:6379/0``) the job is
 queued on its segment's queue, ``scan.<segment>``, and one ``iotbaseline worker --segment
-<segment>`` in that network segment runs it; without one it runs here, in-process (the embedded
-default). Either way the scan runs through ``scanner.jobs.run_job`` and then ``record_drift``,
-so a scan of a schedule gets its drift and webhooks wherever it ran.
+<segment> --authorised CIDR…`` in that network segment runs it (a job reaching outside the
+worker's own scope fails there, whatever was queued); without one it runs here, in-process (the
+embedded default). Either way the scan runs through ``scanner.jobs.run_job`` and then
+``record_drift``, so a scan of a schedule gets its drift and webhooks wherever it ran.
 
 Delivery is at-least-once, the store makes it exactly-once: a worker acknowledges a job only
 after the scan is saved (``task_acks_late``, ``task_reject_on_worker_lost``, prefetch 1), so a
@@ -25,6 +26,7 @@ import asyncio
 import functools
 import logging
 import os
+import re
 import socket
 import uuid
 from collections.abc import Callable
@@ -32,9 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scanner.jobs import ScanJob, check_authorised, run_job
+from scanner.jobs import SEGMENT_PATTERN, ScanJob, check_authorised, run_job
 from scanner.models import ScanResult
-from scanner.targets import Scope
+from scanner.targets import Scope, build_scope
+from scanner.webhooks import DEFAULT_RETRY, RetryPolicy
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -67,11 +70,7 @@ def segment_queue(segment: str) -> str:
 
 def valid_segment(name: str) -> bool:
     """A segment name as ``ScanJob`` accepts it (one rule, the job's)."""
-    try:
-        ScanJob(targets=["127.0.0.1"], segment=name)
-    except ValueError:
-        return False
-    return True
+    return re.fullmatch(SEGMENT_PATTERN, name) is not None
 
 
 def configured_broker(broker_url: str | None = None) -> str | None:
@@ -122,38 +121,42 @@ def celery_app(broker_url: str) -> Celery:
 
 async def run_and_record(job: ScanJob, out_root: Path, store_url: str | None,
                          authorised: Scope | None = None,
-                         on_engine: Callable[[ScanEngine], None] | None = None) -> ScanResult:
+                         on_engine: Callable[[ScanEngine], None] | None = None,
+                         webhook_policy: RetryPolicy = DEFAULT_RETRY) -> ScanResult:
     """What every place that runs a job does: the scan, then the schedule's drift."""
     result = await run_job(job, out_root, store_url, authorised, on_engine)
     if store_url is not None and job.schedule_id is not None:
-        await asyncio.to_thread(record_drift, store_url, job.job_id)
+        await asyncio.to_thread(record_drift, store_url, job.job_id, webhook_policy)
     return result
 
 
-def record_drift(store_url: str, scan_id: str) -> None:
+def record_drift(store_url: str, scan_id: str, policy: RetryPolicy = DEFAULT_RETRY) -> None:
     """Drift and webhooks for a scheduled scan, wherever it ran."""
     from scanner.drift import after_scan  # the store's dependencies load only when used
     from scanner.store import ScanStore
 
     with ScanStore(store_url) as store:
-        after_scan(store, scan_id)
+        after_scan(store, scan_id, policy)
 
 
 async def dispatch(job: ScanJob, broker_url: str | None = None, store_url: str | None = None,
                    out_root: Path = Path("."), authorised: Scope | None = None,
-                   on_engine: Callable[[ScanEngine], None] | None = None) -> Dispatched:
+                   on_engine: Callable[[ScanEngine], None] | None = None,
+                   webhook_policy: RetryPolicy = DEFAULT_RETRY) -> Dispatched:
     """Run the job in-process, or queue it for its segment's workers when a broker is set.
 
     The scope is checked here either way, so a job outside ``authorised`` is refused before it
-    reaches a queue. ``store_url``, ``out_root`` and ``on_engine`` (see ``run_job``) apply
-    in-process only: a worker saves to the store and folder it was started with."""
-    check_authorised(job, authorised)
+    reaches a queue (and each worker checks it again against its own). ``store_url``,
+    ``out_root``, ``on_engine`` (see ``run_job``) and ``webhook_policy`` apply in-process only:
+    a worker saves to the store and folder it was started with."""
+    scope = check_authorised(job, authorised)
     broker = configured_broker(broker_url)
     if broker is None:
-        return Dispatched(job.job_id, None, await run_and_record(job, out_root, store_url,
-                                                                 authorised, on_engine))
+        return Dispatched(job.job_id, None, await run_and_record(
+            job, out_root, store_url, authorised, on_engine, webhook_policy))
     queue = segment_queue(job.segment)
-    await asyncio.to_thread(_publish, broker, job, queue)
+    queued = job.model_copy(update={"excluded_ports": sorted(scope.excluded_ports)})
+    await asyncio.to_thread(_publish, broker, queued, queue)
     return Dispatched(job.job_id, queue)
 
 
@@ -166,26 +169,32 @@ def _publish(broker_url: str, job: ScanJob, queue: str) -> None:
 
 
 def _scan_task(task: Any, payload: dict[str, Any]) -> dict[str, Any]:
-    """The worker side: a malformed payload fails the task (acknowledged, never retried)."""
+    """The worker side: a malformed payload, or a job reaching outside the scope this worker
+    was authorised for, fails the task (acknowledged, never retried)."""
     job = ScanJob.model_validate(payload)
     conf = task.app.conf
     if job.segment != conf.iotbaseline_segment:
         raise ValueError(f"job {job.job_id} is for segment {job.segment!r}, this worker serves "
                          f"{conf.iotbaseline_segment!r}")
+    authorised = build_scope(conf.iotbaseline_authorised,
+                             excluded_ports=conf.iotbaseline_excluded_ports)
     result = asyncio.run(run_and_record(job, Path(conf.iotbaseline_out),
-                                        conf.iotbaseline_store))
+                                        conf.iotbaseline_store, authorised))
     return {"scan_id": result.meta.scan_id, "complete": result.meta.complete,
             "worker": task.request.hostname, "segment": job.segment}
 
 
 def run_worker(segment: str, broker_url: str, store_url: str, out_root: Path,
-               concurrency: int = 1, name: str | None = None) -> None:
-    """Serve ``scan.<segment>`` until stopped (SIGTERM finishes the running scans first).
+               authorised: Scope, concurrency: int = 1, name: str | None = None) -> None:
+    """Serve ``scan.<segment>`` until stopped (SIGTERM finishes the running scans first); only
+    jobs inside ``authorised`` run, never touching its excluded ports.
 
     One process per concurrent scan (Celery's prefork pool), each with its own event loop."""
     app = celery_app(broker_url)
     app.conf.update(iotbaseline_segment=segment, iotbaseline_store=store_url,
-                    iotbaseline_out=str(out_root.resolve()))
+                    iotbaseline_out=str(out_root.resolve()),
+                    iotbaseline_authorised=list(authorised.target_specs),
+                    iotbaseline_excluded_ports=sorted(authorised.excluded_ports))
     hostname = name or f"{segment}-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
     app.worker_main(["worker", "--queues", segment_queue(segment), "--hostname", hostname,
                      "--concurrency", str(concurrency), "--loglevel", "INFO",

@@ -51,6 +51,7 @@ from reports.verdicts import assess
 from scanner import __version__
 from scanner.agents import BROKER_ENV, run_worker, valid_segment
 from scanner.engine import PlanError, ScanEngine, ScanPlan
+from scanner.jobs import build_plan
 from scanner.models import ScanResult, Severity
 from scanner.progress import ScanProgress
 from scanner.storage import JOURNAL_NAME, REPORT_NAME, ResultStore, load_report
@@ -65,6 +66,8 @@ DEFAULT_FORMATS = ",".join(name for name in ("json", "html") if name in RENDERER
 DEFAULT_PROFILE = "safe"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # both stop the scan and keep a partial report
 STORE_ENV = "IOTBASELINE_STORE"
+EXCLUDE_PORTS_ENV = "IOTBASELINE_EXCLUDE_PORTS"
+AUTHORISED_ENV = "IOTBASELINE_AUTHORISED"
 
 log = logging.getLogger("iotbaseline")
 
@@ -113,10 +116,7 @@ def _add_scan_options(parser: argparse.ArgumentParser, with_checks: bool) -> Non
                         help="address, CIDR, range (10.0.0.5-40), host name or @file")
     parser.add_argument("--exclude", action="append", default=[], metavar="TARGET",
                         help="leave these out (same forms as targets); repeatable")
-    parser.add_argument("--exclude-ports", default=os.environ.get("IOTBASELINE_EXCLUDE_PORTS",
-                                                                  ""),
-                        metavar="PORTS", help="ports never to contact, TCP or UDP, e.g. "
-                        "2024,9100 (default from IOTBASELINE_EXCLUDE_PORTS)")
+    _add_exclude_ports_option(parser)
     parser.add_argument("--profile", default=DEFAULT_PROFILE, metavar="NAME|PATH",
                         help=f"scan profile (default {DEFAULT_PROFILE})")
     parser.add_argument("--ports", metavar="PORTS",
@@ -149,6 +149,12 @@ def _add_scan_options(parser: argparse.ArgumentParser, with_checks: bool) -> Non
                             help="write an evidence bundle to this new folder: a transcript "
                                  "per finding, a packet capture of in-scope traffic (needs "
                                  "root or CAP_NET_RAW) and a SHA-256 manifest")
+
+
+def _add_exclude_ports_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--exclude-ports", default=os.environ.get(EXCLUDE_PORTS_ENV, ""),
+                        metavar="PORTS", help="ports never to contact, TCP or UDP, e.g. "
+                        f"2024,9100 (default from {EXCLUDE_PORTS_ENV})")
 
 
 def _add_store_option(parser: argparse.ArgumentParser, help_text: str) -> None:
@@ -265,6 +271,11 @@ def _add_worker_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
                         help="report files go to DIR/<scan id> (default ./iotbaseline-agent)")
     worker.add_argument("--name", metavar="NAME@HOST",
                         help="the worker's name (default SEGMENT-<random>@<host name>)")
+    worker.add_argument("--authorised", nargs="+", metavar="CIDR",
+                        default=os.environ.get(AUTHORISED_ENV, "").split() or None,
+                        help="the only networks this agent's scans may touch (required; "
+                             f"default from {AUTHORISED_ENV}, space-separated)")
+    _add_exclude_ports_option(worker)
 
 
 def _add_service_parsers(commands: argparse._SubParsersAction[_Parser]) -> None:
@@ -274,6 +285,10 @@ def _add_service_parsers(commands: argparse._SubParsersAction[_Parser]) -> None:
     _add_store_option(serve, f"the store (default from {STORE_ENV}, else {default_store_path()})")
     serve.add_argument("--authorised", nargs="+", required=True, metavar="CIDR",
                        help="the only networks scans started here may touch")
+    _add_exclude_ports_option(serve)
+    serve.add_argument("--webhook-allow", nargs="+", default=[], metavar="CIDR",
+                       help="networks webhooks made through the API may reach although they "
+                            "are loopback, link-local or inside --authorised")
     serve.add_argument("--out", type=Path, default=Path("iotbaseline-service"), metavar="DIR",
                        help="report files go to DIR/<scan id> (default ./iotbaseline-service)")
     serve.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve HTTPS with this "
@@ -307,7 +322,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     url = args.store or "default"
     with ScanStore(url):  # reachable, schema up to date: fail now, not at the first request
         pass
-    config = ServiceConfig(store_url=url, authorised=build_scope(args.authorised),
+    authorised = build_scope(args.authorised,
+                             excluded_ports=_excluded_ports(args.exclude_ports))
+    webhook_allow = build_scope(args.webhook_allow, allow_public=True, force=True) \
+        if args.webhook_allow else None
+    config = ServiceConfig(store_url=url, authorised=authorised, webhook_allow=webhook_allow,
                            out_root=args.out, secure_cookies=tls is not None)
     asyncio.run(serve(config, host.strip("[]"), int(port_text), tls))
     return EXIT_OK
@@ -345,9 +364,15 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     store = _requested_store(args)
     if store is None:
         raise UsageError(f"a worker needs --store (or {STORE_ENV}): the central store")
+    if not args.authorised:
+        raise UsageError(f"a worker needs --authorised CIDR... (or {AUTHORISED_ENV}): the "
+                         "networks its scans may touch")
+    authorised = build_scope(args.authorised,
+                             excluded_ports=_excluded_ports(args.exclude_ports))
     with ScanStore(store):  # reachable, schema up to date: fail now, not at the first scan
         pass
-    run_worker(args.segment, args.broker, store, args.out, args.concurrency, args.name)
+    run_worker(args.segment, args.broker, store, args.out, authorised, args.concurrency,
+               args.name)
     return EXIT_OK
 
 
@@ -434,11 +459,15 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _excluded_ports(text: str) -> list[int]:
+    """``--exclude-ports``: every port named, TCP or UDP alike."""
+    excluded = parse_ports(text) if text else {}
+    return sorted({*excluded.get("tcp", []), *excluded.get("udp", [])})
+
+
 def _scope(args: argparse.Namespace) -> Scope:
-    excluded = parse_ports(args.exclude_ports) if args.exclude_ports else {}
-    excluded_ports = sorted({*excluded.get("tcp", []), *excluded.get("udp", [])})
     return build_scope(args.targets, args.exclude, allow_public=args.allow_public,
-                       force=args.force, excluded_ports=excluded_ports)
+                       force=args.force, excluded_ports=_excluded_ports(args.exclude_ports))
 
 
 def _formats(text: str) -> list[str]:
@@ -463,19 +492,14 @@ def _plan(args: argparse.Namespace, with_checks: bool) -> ScanPlan:
     scope = _scope(args)
     profile = load_profile(args.profile)
     ports = parse_ports(args.ports) if args.ports else None
-    probes, load_errors = load_probes(template_dirs=[
-        Path(name) for name in profile.checks.template_dirs]) if with_checks else ([], [])
-    for error in load_errors:
-        log.warning("probe %s from %s not loaded: %s", error.entry_point, error.source,
-                    error.reason)
     for error in mapping_errors() if with_checks else ():
         log.warning("framework mapping %s from %s not used: %s", error.entry_point,
                     error.source, error.reason)
     overrides = {"concurrency": args.concurrency, "per_host": args.per_host, "rate": args.rate,
                  "connect_timeout": args.timeout, "read_timeout": args.timeout}
-    plan = ScanPlan.build(scope, profile, probes, ports=ports, overrides=overrides,
-                          show_secrets=getattr(args, "show_secrets", False),
-                          command_line=["iotbaseline", *sys.argv[1:]])
+    plan = build_plan(scope, profile, with_checks=with_checks, ports=ports, overrides=overrides,
+                      show_secrets=getattr(args, "show_secrets", False),
+                      command_line=["iotbaseline", *sys.argv[1:]])
     plan.formats = _formats(args.format)
     if with_checks:
         plan.frameworks = _framework_ids(args.frameworks)

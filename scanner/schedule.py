@@ -22,11 +22,9 @@ from pathlib import Path
 from cronsim import CronSim, CronSimError
 from pydantic import ValidationError
 
-from profiles import load_profile
 from reports.renderers import RENDERERS
-from scanner.agents import configured_broker, dispatch
-from scanner.drift import after_scan
-from scanner.jobs import ScanJob, check_authorised, run_job
+from scanner.agents import dispatch
+from scanner.jobs import ScanJob, check_authorised, job_profile
 from scanner.models import utc_now
 from scanner.store import ScanStore, Schedule, ScheduleWebhook
 from scanner.targets import Scope, parse_ports
@@ -84,7 +82,7 @@ def add_schedule(store: ScanStore, name: str, cron: str, targets: Sequence[str],
     check_authorised(job, None)
     if ports:
         parse_ports(ports)
-    load_profile(profile)
+    job_profile(profile)
     return store.create_schedule(
         name, cron, list(targets), profile, excludes=excludes, ports=ports or None,
         formats=sorted(set(formats) | {"json"}), segment=segment,
@@ -123,29 +121,34 @@ class Scheduler:
         """Start every schedule due at ``now`` and wait for their scans (and drift): the ids
         of the jobs that ran; a scan that fails is logged and left out."""
         due = await asyncio.to_thread(self._claim_due, now)
+        self._running.update(schedule.id for schedule in due)  # in one step, on the loop
         ran = await asyncio.gather(*(self._run(schedule) for schedule in due))
         return [job_id for job_id in ran if job_id is not None]
 
     async def run_here(self, job: ScanJob) -> None:
         """Queue the scan for its segment's agents when a broker is configured (the worker
         then records drift); otherwise run it in this process, then its drift and webhooks."""
-        if configured_broker() is not None:
-            await dispatch(job, store_url=self.store_url, out_root=self.out_root,
-                           authorised=self.authorised)
-            return
-        result = await run_job(job, self.out_root, self.store_url, self.authorised)
-        await asyncio.to_thread(after_scan, self.store, result.meta.scan_id,
-                                self.webhook_policy)
+        await dispatch(job, store_url=self.store_url, out_root=self.out_root,
+                       authorised=self.authorised, webhook_policy=self.webhook_policy)
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         """Check for due schedules every ``poll_s`` seconds until ``stop`` is set; scans still
-        running then are cancelled."""
+        running then are cancelled; a check that fails (the store unreachable) is logged and
+        tried again at the next poll."""
         ticks: set[asyncio.Task[list[str]]] = set()
+
+        def finished(tick: asyncio.Task[list[str]]) -> None:
+            ticks.discard(tick)
+            failure = None if tick.cancelled() else tick.exception()
+            if failure is not None:
+                log.error("checking for due schedules failed: %s: %s",
+                          type(failure).__name__, str(failure)[:300])
+
         try:
             while not stop.is_set():
                 tick = asyncio.create_task(self.run_due(self.clock()))
                 ticks.add(tick)
-                tick.add_done_callback(ticks.discard)
+                tick.add_done_callback(finished)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.poll_s)
         finally:
@@ -154,23 +157,32 @@ class Scheduler:
             await asyncio.gather(*ticks, return_exceptions=True)
 
     def _claim_due(self, now: datetime) -> list[Schedule]:
-        """The schedules to run now, each moved on to its next time first."""
+        """The schedules to run now, each moved on to its next time first. Each is claimed on
+        its own: one that cannot be (a bad cron, a store error) is logged and skipped, and those
+        claimed before it still run. ``run_due`` marks them running."""
         due = []
         for schedule in self.store.list_schedules(enabled_only=True):
             if schedule.id in self._running:
                 continue
             try:
-                upcoming = next_run_after(schedule.cron, now)
-            except ValueError as exc:
-                log.warning("schedule %s skipped: %s", schedule.name, exc)
+                claimed = self._claim(schedule, now)
+            except Exception as exc:  # one schedule's failure must not stop the others
+                log.warning("schedule %s skipped: %s: %s", schedule.name, type(exc).__name__,
+                            str(exc)[:300])
                 continue
-            if schedule.next_run is None:  # saved without one (by hand or an older client)
-                self.store.update_schedule(schedule.id, next_run=upcoming)
-            elif schedule.next_run <= now:
-                due.append(self.store.update_schedule(schedule.id, last_run=now,
-                                                      next_run=upcoming))
-                self._running.add(schedule.id)
+            if claimed is not None:
+                due.append(claimed)
         return due
+
+    def _claim(self, schedule: Schedule, now: datetime) -> Schedule | None:
+        """The schedule moved on to its next time if it is due at ``now``, else None."""
+        upcoming = next_run_after(schedule.cron, now)
+        if schedule.next_run is None:  # saved without one (by hand or an older client)
+            self.store.update_schedule(schedule.id, next_run=upcoming)
+            return None
+        if schedule.next_run > now:
+            return None
+        return self.store.update_schedule(schedule.id, last_run=now, next_run=upcoming)
 
     async def _run(self, schedule: Schedule) -> str | None:
         try:

@@ -27,6 +27,7 @@ from tests.redis_server import RedisServer, redis_server, start_worker, stop_wor
 TELNET = b"\xff\xfb\x01\r\nlogin: "
 RESULT_WAIT_S = 60
 VISIBILITY_S = 3  # short in tests so a killed worker's job comes back quickly
+AGENT_SCOPE = "127.139.1.0/24"
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,12 @@ class Workers:
 
 
 @pytest.fixture
-def workers(redis: RedisServer, store_url: str, tmp_path: Path) -> Iterator[Workers]:
+def workers(redis: RedisServer, store_url: str, tmp_path: Path,
+            monkeypatch: pytest.MonkeyPatch) -> Iterator[Workers]:
+    """Agents authorised for 127.139.1.0/24 only, never touching port 2024 (the environment
+    they inherit, as ``--authorised`` and ``--exclude-ports`` default from it)."""
+    monkeypatch.setenv("IOTBASELINE_AUTHORISED", AGENT_SCOPE)
+    monkeypatch.setenv("IOTBASELINE_EXCLUDE_PORTS", "2024")
     pool = Workers(redis.url(), store_url, tmp_path)
     try:
         yield pool
@@ -116,6 +122,33 @@ async def test_a_job_outside_the_authorised_scope_never_reaches_a_queue(
                        authorised=build_scope(["127.139.1.0/24"]))
 
 
+async def test_a_queued_job_outside_the_agents_scope_fails_untouched(
+        redis: RedisServer, workers: Workers) -> None:
+    """Whoever can write to the queue cannot make an agent scan outside its --authorised."""
+    outside = await fakes.banner("127.139.2.1", 2323, TELNET)
+    try:
+        await asyncio.to_thread(workers.start, "lab-a", "agent-a")
+        job = _job("127.139.2.1", "lab-a")
+        await dispatch(job, broker_url=redis.url())  # no coordinator check: straight to Redis
+        with pytest.raises(Exception, match="authorised scope"):
+            await _outcome(redis.url(), job.job_id)
+    finally:
+        await outside.close()
+    assert outside.connections == 0
+
+
+async def test_a_queued_job_carries_the_coordinators_excluded_ports(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import scanner.agents as agents
+
+    published: list[ScanJob] = []
+    monkeypatch.setattr(agents, "_publish", lambda _broker, job, _queue: published.append(job))
+    job = ScanJob(targets=["127.139.1.1"], excluded_ports=[9100], segment="lab-a")
+    await dispatch(job, broker_url="redis://127.139.0.1:1/0",
+                   authorised=build_scope([AGENT_SCOPE], excluded_ports=[2024]))
+    assert published[0].excluded_ports == [2024, 9100]
+
+
 async def test_jobs_run_on_their_segments_workers_only(
         redis: RedisServer, store_url: str, workers: Workers, tmp_path: Path,
         telnet_devices: list[fakes.FakeServer]) -> None:
@@ -155,7 +188,8 @@ async def test_a_job_for_a_segment_with_no_worker_waits_in_its_queue(
 
 
 async def test_a_worker_killed_mid_scan_loses_nothing_and_the_scan_is_stored_once(
-        redis: RedisServer, store_url: str, workers: Workers, tmp_path: Path) -> None:
+        redis: RedisServer, store_url: str, workers: Workers, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     stalled = asyncio.Event()
     stalled.set()
     connections = 0
@@ -174,10 +208,12 @@ async def test_a_worker_killed_mid_scan_loses_nothing_and_the_scan_is_stored_onc
         writer.close()
 
     device = await asyncio.start_server(stall_then_answer, "127.139.1.3", 2323)
-    profile = tmp_path / "slow.yaml"
-    profile.write_text("name: slow\nextends: quick\ntiming:\n  read_timeout: 60\n"
-                       "  probe_budget: 120\n")
-    job = _job("127.139.1.3", "lab-a", profile=str(profile))
+    profiles = tmp_path / "profiles"  # the agents' profile folder: a job names, never a path
+    profiles.mkdir()
+    (profiles / "slow.yaml").write_text("name: slow\nextends: quick\ntiming:\n"
+                                        "  read_timeout: 60\n  probe_budget: 120\n")
+    monkeypatch.setenv("IOTBASELINE_PROFILES", str(profiles))
+    job = _job("127.139.1.3", "lab-a", profile="slow")
     try:
         first = await asyncio.to_thread(workers.start, "lab-a", "agent-1")
         await dispatch(job, broker_url=redis.url())
@@ -205,13 +241,18 @@ def test_the_scan_task_name_is_what_the_coordinator_sends(redis: RedisServer) ->
     assert SCAN_TASK in celery_app(redis.url()).tasks
 
 
-def test_a_worker_without_a_store_is_refused(tmp_path: Path) -> None:
+def test_a_worker_without_a_store_or_a_scope_is_refused(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items()
-           if k not in {"IOTBASELINE_STORE", "IOTBASELINE_BROKER"}}
+           if k not in {"IOTBASELINE_STORE", "IOTBASELINE_BROKER", "IOTBASELINE_AUTHORISED"}}
     done = subprocess.run([sys.executable, "-m", "scanner", "worker", "--segment", "lab-a",
                            "--broker", "redis://127.139.0.1:1/0"],
                           capture_output=True, text=True, env=env, timeout=60, check=False)
     assert done.returncode == 2 and "needs --store" in done.stderr
+    unscoped = subprocess.run([sys.executable, "-m", "scanner", "worker", "--segment", "lab-a",
+                               "--broker", "redis://127.139.0.1:1/0", "--store",
+                               f"sqlite:///{tmp_path / 'store.sqlite'}"],
+                              capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert unscoped.returncode == 2 and "needs --authorised" in unscoped.stderr
     bad = subprocess.run([sys.executable, "-m", "scanner", "worker", "--segment", "Lab A"],
                          capture_output=True, text=True, env=env, timeout=60, check=False)
     assert bad.returncode == 2 and "not a segment name" in bad.stderr

@@ -14,6 +14,7 @@ from scanner.cli import EXIT_OK, EXIT_USAGE, main
 from scanner.jobs import ScanJob
 from scanner.schedule import Scheduler, add_schedule, job_for, next_run_after, schedule_named
 from scanner.store import ScanStore
+from scanner.webhooks import RetryPolicy
 
 T0 = datetime(2030, 1, 1, 0, 10, tzinfo=UTC)
 
@@ -54,6 +55,7 @@ def test_add_validates_everything_a_run_needs(store_url: str) -> None:
                                 ({"targets": ["not a target!"]}, "not an address"),
                                 ({"ports": "99999"}, "port out of range"),
                                 ({"profile": "no-such-profile"}, "no profile"),
+                                ({"profile": "profiles/scan/quick.yaml"}, "profile"),
                                 ({"formats": ["pdfx"]}, "report format"),
                                 ({"segment": "Bad Segment"}, "segment")):
             arguments = {"cron": "0 * * * *", "targets": ["127.137.2.0/24"], **kwargs}
@@ -173,23 +175,76 @@ def test_cli_schedule_add_list_remove_end_to_end(store_url: str,
 
 async def test_with_a_broker_a_due_scan_is_queued_for_its_segment(
         store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The coordinator routes scheduled scans to the agents' queues; nothing runs here."""
+    """The coordinator hands scheduled scans to ``dispatch`` (which queues them for the agents
+    when a broker is set), with the scheduler's webhook policy for an in-process run."""
     import scanner.schedule as schedule_module
 
-    queued: list[ScanJob] = []
+    queued: list[tuple[ScanJob, object]] = []
 
-    async def fake_dispatch(job: ScanJob, **_: object) -> None:
-        queued.append(job)
-
-    async def must_not_run(*_: object, **__: object) -> None:
-        raise AssertionError("ran in-process although a broker is configured")
+    async def fake_dispatch(job: ScanJob, **options: object) -> None:
+        queued.append((job, options["webhook_policy"]))
 
     monkeypatch.setenv("IOTBASELINE_BROKER", "redis://127.137.9.9:1/0")  # never contacted
     monkeypatch.setattr(schedule_module, "dispatch", fake_dispatch)
-    monkeypatch.setattr(schedule_module, "run_job", must_not_run)
     with ScanStore(store_url) as store:
         add_schedule(store, "site-a", cron="0 * * * *", targets=["127.137.3.0/24"],
                      segment="site-a")
-    scheduler = Scheduler(store_url, tmp_path / "out", None)
+    policy = RetryPolicy(attempts=1)
+    scheduler = Scheduler(store_url, tmp_path / "out", None, webhook_policy=policy)
     await scheduler.run_due(datetime.now(UTC) + timedelta(hours=2))
-    assert [(job.segment, job.targets) for job in queued] == [("site-a", ["127.137.3.0/24"])]
+    assert [(job.segment, job.targets, used) for job, used in queued] == [
+        ("site-a", ["127.137.3.0/24"], policy)]
+
+
+async def test_a_schedule_that_cannot_be_claimed_spares_the_others(
+        store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store error moving one schedule on must neither stop the ones claimed before it nor
+    leave them marked running for ever."""
+    with ScanStore(store_url) as store:
+        for index in range(3):
+            add_schedule(store, f"s{index}", "0 * * * *", [f"127.137.4.{index + 1}"], now=T0)
+    runner = FakeRunner()
+    scheduler = Scheduler(store_url, tmp_path / "out", None, runner=runner)
+    update = scheduler.store.update_schedule
+    broken = {scheduler.store.list_schedules()[1].id}
+
+    def flaky_update(schedule_id: int, **changes: object) -> object:
+        if schedule_id in broken:
+            raise ConnectionError("store unreachable")
+        return update(schedule_id, **changes)
+
+    monkeypatch.setattr(scheduler.store, "update_schedule", flaky_update)
+    due = T0 + timedelta(hours=1)
+    try:
+        assert len(await scheduler.run_due(due)) == 2
+        assert sorted(job.targets[0] for job in runner.jobs) == ["127.137.4.1", "127.137.4.3"]
+        broken.clear()
+        assert len(await scheduler.run_due(due)) == 1  # its turn, the others are not re-run
+        assert runner.jobs[-1].targets == ["127.137.4.2"]
+        assert len(await scheduler.run_due(due + timedelta(hours=1))) == 3  # none stuck
+    finally:
+        scheduler.close()
+
+
+async def test_run_forever_logs_a_failed_check_and_keeps_polling(
+        store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    scheduler = Scheduler(store_url, tmp_path / "out", None, runner=FakeRunner(), poll_s=0.02)
+    calls: list[bool] = []
+
+    def unreachable(enabled_only: bool = False) -> list[object]:
+        calls.append(enabled_only)
+        raise ConnectionError("store unreachable")
+
+    monkeypatch.setattr(scheduler.store, "list_schedules", unreachable)
+    stop = asyncio.Event()
+    try:
+        loop = asyncio.create_task(scheduler.run_forever(stop))
+        await asyncio.sleep(0.2)
+        stop.set()
+        await asyncio.wait_for(loop, 5)
+    finally:
+        scheduler.close()
+    assert len(calls) >= 2  # a failed check does not stop the loop
+    failures = [r for r in caplog.records if "checking for due schedules failed" in r.message]
+    assert failures and "ConnectionError: store unreachable" in failures[0].message

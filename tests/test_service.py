@@ -141,8 +141,11 @@ async def test_targets_outside_the_authorised_scope_are_refused_untouched(
 
 
 async def test_bad_bodies_are_one_line_400s(service: Service) -> None:
-    bodies: list[Any] = [{"targets": []}, {"targets": ["127.138.1.1"], "surprise": 1}, [1, 2],
-              {"targets": ["127.138.1.1"], "profile": "no-such-profile"}]
+    target = {"targets": ["127.138.1.1"]}
+    bodies: list[Any] = [{"targets": []}, {**target, "surprise": 1}, [1, 2],
+                         {**target, "profile": "no-such-profile"},
+                         {**target, "ports": "99999"}, {**target, "ports": "22,x"},
+                         {"targets": ["not a target!"]}]
     for body in bodies:
         status, answer, _ = await call(service, "POST", "/api/scans", service.operator, body)
         assert status == 400 and "\n" not in answer["error"], body
@@ -150,6 +153,26 @@ async def test_bad_bodies_are_one_line_400s(service: Service) -> None:
             service.base + "/api/scans", data=b"{not json", headers=bearer(service.operator),
             timeout=aiohttp.ClientTimeout(total=10)) as response:
         assert response.status == 400
+
+
+async def test_a_caller_names_what_to_scan_never_the_scan_or_the_schedule_it_becomes(
+        service: Service) -> None:
+    """job_id would overwrite a stored scan (and wipe its report folder), schedule_id would
+    act as a schedule (drift, webhooks), a profile path would read any file on the server."""
+    target = {"targets": ["127.138.1.1"], "ports": "2323", "excluded_ports": [2024]}
+    for forged in ({"job_id": SCAN_IDS[0]}, {"schedule_id": 1}, {"requested_by": "forged"},
+                   {"profile": "profiles/scan/quick.yaml"}, {"profile": "../quick"}):
+        status, answer, _ = await call(service, "POST", "/api/scans", service.operator,
+                                       {**target, **forged})
+        assert status == 400 and "\n" not in answer["error"], forged
+    status, _, _ = await call(service, "POST", "/api/schedules", service.operator, {
+        "name": "by-path", "cron": "0 3 * * *", "targets": ["127.138.1.1"],
+        "profile": "profiles/scan/quick.yaml"})
+    assert status == 400
+    status, jobs, _ = await call(service, "GET", "/api/jobs", service.viewer)
+    assert jobs["jobs"] == []
+    with ScanStore(service.store_url) as store:
+        assert [s.id for s in store.list_scans()] == SCAN_IDS[::-1]
 
 
 async def wait_for_job(service: Service, job_id: str, seconds: float = 90) -> dict[str, Any]:
@@ -167,7 +190,7 @@ async def test_an_operator_triggers_a_scan_that_lands_in_the_store(service: Serv
     try:
         status, job, _ = await call(service, "POST", "/api/scans", service.operator, {
             "targets": ["127.138.1.1"], "ports": "2323", "profile": "quick",
-            "excluded_ports": [2024], "formats": ["json"], "requested_by": "forged"})
+            "excluded_ports": [2024], "formats": ["json"]})
         assert status == 202 and job["status"] == "running"
         assert job["requested_by"] == "api:bob"
         scan = await wait_for_job(service, job["job_id"])
@@ -214,7 +237,7 @@ async def test_cancel_stops_a_running_scan_and_stores_its_partial_report(
 
 
 async def test_schedules_crud_validated_by_the_scheduler(service: Service) -> None:
-    hook = {"url": "http://127.138.3.1:8080/hook", "secret_env": "HOOK_SECRET"}
+    hook = {"url": "http://192.0.2.10:8080/hook", "secret_env": "HOOK_SECRET"}  # never sent
     new = {"name": "nightly", "cron": "0 3 * * *", "targets": ["127.138.1.0/28"],
            "excludes": ["127.138.1.1"], "ports": "22,80", "profile": "quick",
            "formats": ["json", "md"], "webhooks": [hook]}
@@ -226,7 +249,12 @@ async def test_schedules_crud_validated_by_the_scheduler(service: Service) -> No
     assert status == 409
     for bad in ({**new, "name": "b1", "cron": "every day"}, {**new, "name": "b2", "cron":
                 "61 * * * *"}, {**new, "name": "b3", "profile": "no-such-profile"},
-                {**new, "name": "b4", "webhooks": [{"url": "ftp://x", "secret_env": "S"}]}):
+                {**new, "name": "b4", "webhooks": [{"url": "ftp://x", "secret_env": "S"}]},
+                *({**new, "name": f"h{n}", "webhooks": [{"url": url, "secret_env": "S"}]}
+                  for n, url in enumerate(("http://127.138.3.1:8080/hook", "http://[::1]/",
+                                           "http://[::ffff:127.0.0.1]:22/",
+                                           "http://169.254.169.254/latest/meta-data",
+                                           "http://127.138.1.5:22/")))):
         status, answer, _ = await call(service, "POST", "/api/schedules", service.operator, bad)
         assert status == 400 and "\n" not in answer["error"], bad
     status, listed, _ = await call(service, "GET", "/api/schedules", service.viewer)
@@ -277,3 +305,43 @@ def conforming(operation: Any, service: Service) -> Any:
         operation.validate_response(response)
 
     return check
+
+
+def test_webhooks_made_through_the_api_stay_off_this_machine_and_the_scanned_networks() -> None:
+    from ipaddress import ip_address
+
+    from scanner.service.webhook_hosts import refusal
+    from scanner.targets import build_scope
+
+    scanned = build_scope(["10.20.0.0/24"])
+    assert refusal(ip_address("10.20.0.7"), scanned, None) == \
+        "lies inside the authorised scan scope"
+    assert refusal(ip_address("127.0.0.1"), scanned, None) == "is this machine"
+    assert refusal(ip_address("::ffff:169.254.169.254"), scanned, None) == "is link-local"
+    assert refusal(ip_address("10.30.0.7"), scanned, None) is None
+    allowed = build_scope(["10.20.0.7"])  # serve --webhook-allow: the administrator's choice
+    assert refusal(ip_address("10.20.0.7"), scanned, allowed) is None
+
+
+def test_serve_excludes_ports_for_every_scan_it_starts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--exclude-ports (default IOTBASELINE_EXCLUDE_PORTS) lands in the authorised scope that
+    the API, the scheduler and the in-process jobs all check against."""
+    import scanner.service.app as app_module
+    from scanner.cli import EXIT_OK, main
+    from scanner.service.keys import ServiceConfig
+
+    configs: list[ServiceConfig] = []
+
+    async def fake_serve(config: ServiceConfig, *_: object) -> None:
+        configs.append(config)
+
+    monkeypatch.setattr(app_module, "serve", fake_serve)
+    base = ["serve", "--authorised", "127.138.1.0/24", "--store",
+            f"sqlite:///{tmp_path / 'store.sqlite'}", "--listen", "127.138.0.1:1"]
+    monkeypatch.setenv("IOTBASELINE_EXCLUDE_PORTS", "2024")
+    assert main(base) == EXIT_OK
+    assert main([*base, "--exclude-ports", "2024,U:161", "--webhook-allow", "127.138.3.0/24"]) \
+        == EXIT_OK
+    assert [set(c.authorised.excluded_ports) for c in configs] == [{2024}, {2024, 161}]
+    assert configs[0].webhook_allow is None and configs[1].webhook_allow is not None

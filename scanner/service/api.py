@@ -13,13 +13,14 @@ from pydantic import ValidationError
 from profiles.yamldata import DataFileError
 from reports.renderers import RENDERERS
 from scanner.engine import PlanError
-from scanner.jobs import ScanJob, check_authorised
+from scanner.jobs import OutsideScope, ScanJob, check_authorised
 from scanner.schedule import add_schedule
 from scanner.service import keys
 from scanner.service.auth import require_operator
-from scanner.service.models import NewSchedule
+from scanner.service.models import NewScan, NewSchedule
 from scanner.service.openapi import openapi_document
 from scanner.service.runner import JobState
+from scanner.service.webhook_hosts import check_webhook_url
 from scanner.store import ScanSummary
 from scanner.targets import TargetError
 from scanner.webhooks import WebhookTarget
@@ -104,23 +105,22 @@ async def list_scans(request: web.Request) -> web.Response:
 
 
 async def trigger_scan(request: web.Request) -> web.Response:
-    """Vet the job against the authorised scope before anything is contacted, then start it."""
+    """Vet the job against the authorised scope before anything is contacted, then start it
+    under a new job id (a caller names what to scan, never which stored scan it becomes)."""
     token = require_operator(request)
-    body = await _body(request)
-    body["requested_by"] = f"api:{token.name}"
     try:
-        job = ScanJob.model_validate(body)
+        body = NewScan.model_validate(await _body(request))
     except ValidationError as exc:
         return _validation_error(exc)
-    runner = request.app[keys.RUNNER]
+    job = ScanJob(**body.model_dump(exclude={"formats"}),
+                  formats=[REPORT_FORMATS[name][0] for name in body.formats],
+                  requested_by=f"api:{token.name}")
     try:
-        check_authorised(job, runner.authorised)
-    except TargetError as exc:
+        state = await request.app[keys.RUNNER].submit(job)
+    except OutsideScope as exc:
         return error(403, str(exc))
-    try:
-        state = runner.submit(job)
-    except (DataFileError, PlanError) as exc:
-        return error(400, str(exc))
+    except (TargetError, DataFileError, PlanError) as exc:
+        return error(400, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     except ValueError as exc:
         return error(409, str(exc))
     return _json(job_json(state), status=202)
@@ -238,17 +238,22 @@ async def create_schedule(request: web.Request) -> web.Response:
     """Saved by ``scanner.schedule.add_schedule`` (which vets cron, profile, ports and
     formats) once its targets are known to lie inside the authorised scope."""
     require_operator(request)
+    config = request.app[keys.CONFIG]
     try:
         body = NewSchedule.model_validate(await _body(request))
         check_authorised(ScanJob(targets=body.targets, excludes=body.excludes),
-                         request.app[keys.RUNNER].authorised)
+                         config.authorised)
     except ValidationError as exc:
         return _validation_error(exc)
-    except TargetError as exc:
+    except OutsideScope as exc:
         return error(403, str(exc))
+    except TargetError as exc:
+        return error(400, str(exc))
     formats = [REPORT_FORMATS[name][0] for name in body.formats]
     try:
         webhooks = [WebhookTarget(hook.url, hook.secret_env) for hook in body.webhooks]
+        for hook in webhooks:
+            await check_webhook_url(hook.url, config.authorised, config.webhook_allow)
         schedule = await asyncio.to_thread(
             add_schedule, request.app[keys.STORE], body.name, body.cron, body.targets,
             excludes=body.excludes, profile=body.profile, ports=body.ports, formats=formats,

@@ -18,6 +18,7 @@ class ServiceConfig:
     authorised: Scope
     out_root: Path
     secure_cookies: bool = False  # under TLS: the login cookie never travels in clear
+    webhook_allow: Scope | None = None  # networks API-made webhooks may reach despite the rules
 
 
 STORE = web.AppKey("store", ScanStore)

@@ -9,8 +9,7 @@ from typing import Any
 
 import yaml
 
-from scanner.jobs import ScanJob
-from scanner.service.models import NewSchedule
+from scanner.service.models import NewScan, NewSchedule
 
 
 @cache
@@ -18,7 +17,7 @@ def openapi_document() -> dict[str, Any]:
     document: dict[str, Any] = yaml.safe_load(
         files("scanner.service").joinpath("openapi.yaml").read_text(encoding="utf-8"))
     schemas = document["components"]["schemas"]
-    schemas["ScanJob"] = ScanJob.model_json_schema()
+    schemas["NewScan"] = NewScan.model_json_schema()
     schemas["NewSchedule"] = NewSchedule.model_json_schema(
         ref_template="#/components/schemas/{model}")
     schemas.update(schemas["NewSchedule"].pop("$defs", {}))

@@ -51,12 +51,13 @@ class JobRunner:
         self._engines: dict[str, ScanEngine] = {}
         self._stopping: dict[str, str] = {}  # job id -> why it is being stopped
 
-    def submit(self, job: ScanJob) -> JobState:
-        """Refuse (TargetError, DataFileError, PlanError, ValueError) before anything is
-        contacted, else start the scan and return at once."""
+    async def submit(self, job: ScanJob) -> JobState:
+        """Refuse (OutsideScope, TargetError, DataFileError, PlanError, ValueError) before
+        anything is contacted, else start the scan and return at once."""
+        # scope, profile and ports vetted up front, off the event loop (files, imports)
+        await asyncio.to_thread(plan_for, job, self.authorised)
         if job.job_id in self._states and self._states[job.job_id].status == "running":
             raise ValueError(f"job {job.job_id} is already running")
-        plan_for(job, self.authorised)  # scope, profile and ports vetted up front
         state = JobState(job, utc_now())
         self._states[job.job_id] = state
         self._states.move_to_end(job.job_id)
