@@ -65,11 +65,14 @@ def token_middleware(store: ScanStore) -> Middleware:
     return authenticate
 
 
+def own_origin(request: web.Request) -> str:
+    """This service's origin as a browser names it in the Origin header."""
+    return f"{request.scheme}://{request.host}"
+
+
 def _same_origin_form(request: web.Request) -> bool:
     """A dashboard form posted from this very site (the browser sends Origin on POST)."""
-    origin = request.headers.get("Origin")
-    return (not _is_api(request) and origin is not None
-            and origin == f"{request.scheme}://{request.host}")
+    return not _is_api(request) and request.headers.get("Origin") == own_origin(request)
 
 
 def current_token(request: web.Request) -> ApiToken:

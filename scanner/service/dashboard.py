@@ -15,7 +15,7 @@ from reports.compliance import PRIMARY_FRAMEWORK
 from scanner.models import ScanResult, Severity
 from scanner.service import keys
 from scanner.service.api import REPORT_FORMATS
-from scanner.service.auth import COOKIE, MAX_SECRET, current_token
+from scanner.service.auth import COOKIE, MAX_SECRET, current_token, own_origin
 from scanner.service.charts import Series, line_chart
 from scanner.store import DeviceSummary, ScanStore, ScanSummary
 
@@ -140,7 +140,7 @@ async def login_form(_request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.StreamResponse:
     """Check the token, then keep it in an HttpOnly, SameSite=Strict cookie."""
     origin = request.headers.get("Origin")
-    if origin is not None and origin != f"{request.scheme}://{request.host}":
+    if origin is not None and origin != own_origin(request):
         raise web.HTTPForbidden(text="cross-site login refused")
     form = await request.post()
     secret = form.get("token")
