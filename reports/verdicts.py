@@ -25,6 +25,7 @@ from scanner.models import (
     ClauseVerdict,
     Device,
     DeviceVerdict,
+    Finding,
     ManualAnswer,
     ScanResult,
     Severity,
@@ -37,15 +38,15 @@ ORDER = [Verdict.FAIL, Verdict.INCONCLUSIVE, Verdict.MANUAL, Verdict.PASS,
          Verdict.NOT_APPLICABLE]
 
 
-def _automated(requirement: Requirement, device: str, result: ScanResult,
-               runs_by_device: Mapping[str, list[tuple[str, CheckStatus]]]
+def _automated(requirement: Requirement, findings_here: list[Finding],
+               runs_here: list[tuple[str, CheckStatus]],
                ) -> tuple[Verdict | None, str, list[str], list[str]]:
+    """The automated part from one device's own findings and check runs."""
     mapped = {check.id for check in requirement.checks}
     if not mapped:
         return None, "", [], []
-    findings = [f for f in result.findings if f.device == device and f.check_id in mapped]
-    runs = [(check, status) for check, status in runs_by_device.get(device, [])
-            if check in mapped]
+    findings = [f for f in findings_here if f.check_id in mapped]
+    runs = [(check, status) for check, status in runs_here if check in mapped]
     ran = sorted({check for check, _ in runs})
     # Informational findings (no security.txt, a version banner) are shown with the clause but
     # do not fail it: they are facts for the assessor, not counterexamples.
@@ -109,30 +110,35 @@ def assess(result: ScanResult, answers: Mapping[AnswerKey, ManualAnswer] | None 
            frameworks: Iterable[Framework] | None = None) -> ScanResult:
     """The result with a verdict for every clause of the chosen frameworks (the primary one
     by default) on every device."""
+    # Indexed by device once: a scan of thousands of devices must stay linear in their number.
     runs_by_device: dict[str, list[tuple[str, CheckStatus]]] = defaultdict(list)
     for run in result.check_runs:
         runs_by_device[run.device].append((run.check_id, run.status))
+    findings_by_device: dict[str, list[Finding]] = defaultdict(list)
+    for finding in result.findings:
+        findings_by_device[finding.device].append(finding)
     verdicts: list[ClauseVerdict] = []
+    by_framework_device: dict[tuple[str, str], list[ClauseVerdict]] = defaultdict(list)
     for framework in frameworks if frameworks is not None else select_frameworks(None):
         for device in result.devices:
             for requirement in framework.clauses:
-                automated, why, ran, finding_ids = _automated(requirement, device.address,
-                                                              result, runs_by_device)
+                automated, why, ran, finding_ids = _automated(
+                    requirement, findings_by_device.get(device.address, []),
+                    runs_by_device.get(device.address, []))
                 answer = find_answer(answers or {}, framework.id, requirement.id, device)
                 verdict, reason = _combine(requirement, automated, why, answer)
                 coverage = "full" if any(c.coverage == "full" for c in requirement.checks) \
                     else ("partial" if requirement.checks else "")
-                verdicts.append(ClauseVerdict(
+                clause_verdict = ClauseVerdict(
                     framework=framework.id, clause=requirement.id, title=requirement.title,
                     device=device.address, verdict=verdict, reason=reason[:2000],
                     automated=automated, coverage=coverage, checks=ran,
-                    findings=finding_ids, answer=answer))
+                    findings=finding_ids, answer=answer)
+                verdicts.append(clause_verdict)
+                by_framework_device[(framework.id, device.address)].append(clause_verdict)
     rollups = [DeviceVerdict(framework=framework_id, device=device,
-                             verdict=device_rollup(v for v in verdicts
-                                                   if v.framework == framework_id
-                                                   and v.device == device))
-               for framework_id in dict.fromkeys(v.framework for v in verdicts)
-               for device in dict.fromkeys(v.device for v in verdicts)]
+                             verdict=device_rollup(device_verdicts))
+               for (framework_id, device), device_verdicts in by_framework_device.items()]
     return result.model_copy(update={"verdicts": verdicts, "device_verdicts": rollups})
 
 
