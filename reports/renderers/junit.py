@@ -18,7 +18,8 @@ visibly (``\\x1b``), as are bidi and other format characters. Evaluates nothing.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from reports.compliance import load_frameworks
@@ -77,9 +78,10 @@ def _failure_body(verdict: ClauseVerdict, findings: dict[str, Finding]) -> str:
     return "\n".join(lines)
 
 
-def _error_body(verdict: ClauseVerdict, errors: Iterable[ProbeError]) -> str:
+def _error_body(verdict: ClauseVerdict, errors: Mapping[str, list[ProbeError]]) -> str:
+    """``errors`` by device: one look-up per verdict keeps big scans linear."""
     lines = [verdict.reason]
-    relevant = [e for e in errors if e.device == verdict.device and e.check_id in verdict.checks]
+    relevant = [e for e in errors.get(verdict.device, []) if e.check_id in verdict.checks]
     if relevant:
         lines.append("Probe errors:")
         lines += [f"- {e.check_id} port {e.port if e.port is not None else '-'} ({e.kind}): "
@@ -88,7 +90,7 @@ def _error_body(verdict: ClauseVerdict, errors: Iterable[ProbeError]) -> str:
 
 
 def _testcase(suite: ET.Element, verdict: ClauseVerdict, findings: dict[str, Finding],
-              errors: list[ProbeError]) -> None:
+              errors: Mapping[str, list[ProbeError]]) -> None:
     case = ET.SubElement(suite, "testcase", {
         "classname": attribute(verdict.device, 200),
         "name": attribute(f"{verdict.clause} {verdict.title}", 300),
@@ -127,8 +129,11 @@ def _suite(parent: ET.Element, framework_id: str, verdicts: list[ClauseVerdict],
                         ("started_at", meta.started_at.astimezone(UTC).isoformat())):
         ET.SubElement(properties, "property", {"name": name, "value": attribute(value)})
     findings = {f.id: f for f in result.findings}
+    errors: dict[str, list[ProbeError]] = defaultdict(list)
+    for error in result.errors:
+        errors[error.device].append(error)
     for verdict in verdicts:
-        _testcase(suite, verdict, findings, result.errors)
+        _testcase(suite, verdict, findings, errors)
     return counts
 
 

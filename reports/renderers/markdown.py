@@ -250,10 +250,12 @@ def _findings(result: ScanResult) -> list[str]:
     if not result.findings:
         return [*lines, "No findings: the checks that ran found no counterexample.", ""]
     devices = {d.address: d for d in result.devices}
-    order = list(dict.fromkeys([*devices, *(f.device for f in result.findings)]))
-    for address in order:
-        findings = sorted((f for f in result.findings if f.device == address),
-                          key=lambda f: (-f.severity.rank, f.port or 0, f.check_id, f.id))
+    by_device: dict[str, list[Finding]] = {address: [] for address in devices}
+    for finding in result.findings:
+        by_device.setdefault(finding.device, []).append(finding)
+    for address, unsorted in by_device.items():
+        findings = sorted(unsorted, key=lambda f: (-f.severity.rank, f.port or 0, f.check_id,
+                                                   f.id))
         if not findings:
             continue
         lines += [f"### {_device_label(devices.get(address), address)}", ""]

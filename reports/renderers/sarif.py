@@ -30,7 +30,7 @@ from typing import Any
 from reports.compliance import load_frameworks
 from reports.renderers.base import Renderer
 from reports.renderers.text import cap, visible
-from scanner.models import Finding, ProbeError, ScanResult, Severity
+from scanner.models import Finding, ScanResult, Severity
 
 SARIF_VERSION = "2.1.0"
 SARIF_SCHEMA = ("https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/"
@@ -165,14 +165,11 @@ def _result(finding: Finding, rule_index: int) -> dict[str, Any]:
     }
 
 
-def _transport_of(error: ProbeError, result: ScanResult) -> str | None:
-    """The transport of the check run that failed (probe errors do not record it)."""
-    return next((run.transport for run in result.check_runs
-                 if run.check_id == error.check_id and run.device == error.device
-                 and run.port == error.port), None)
-
-
 def _notifications(result: ScanResult) -> list[dict[str, Any]]:
+    # Probe errors do not record the transport: take it from the check run that failed.
+    transports: dict[tuple[str, str, int | None], str | None] = {}
+    for run in result.check_runs:
+        transports.setdefault((run.check_id, run.device, run.port), run.transport)
     notes: list[dict[str, Any]] = []
     for error in result.errors:
         where = error.device + (f":{error.port}" if error.port is not None else "")
@@ -182,7 +179,8 @@ def _notifications(result: ScanResult) -> list[dict[str, Any]]:
                                       f"({error.kind}): {error.reason}")},
             "timeUtc": _utc(error.at),
             "locations": [{"physicalLocation": {"artifactLocation": {
-                "uri": service_uri(error.device, error.port, _transport_of(error, result))}}}],
+                "uri": service_uri(error.device, error.port, transports.get(
+                    (error.check_id, error.device, error.port)))}}}],
             "properties": {"checkId": clean(error.check_id, 200),
                            "device": clean(error.device, 200), "port": error.port,
                            "kind": clean(error.kind, 100)},
