@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ from farm import (
 from probes.registry import load_probes
 from profiles import ScanProfile, load_profile
 from scanner.engine import ScanEngine, ScanPlan
-from scanner.models import ScanResult
+from scanner.models import Finding, ScanResult
 from scanner.net import REDACTED
 from scanner.storage import ResultStore
 from scanner.targets import build_scope
@@ -205,9 +206,9 @@ def score(truth: list[dict[str, Any]], checks: tuple[str, ...], found: list[Foun
             "precision": tp / reported if reported else 1.0}
 
 
-def our_findings(result: ScanResult) -> list[Found]:
+def our_findings(findings: Iterable[Finding]) -> list[Found]:
     found: list[Found] = []
-    for finding in result.findings:
+    for finding in findings:
         kind = finding.facts.get("kind", "")
         if kind == "default-credential":
             password = finding.facts.get("password")
@@ -283,6 +284,7 @@ def run_ours(name: str, protocols: tuple[str, ...], checks: tuple[str, ...],
     wall = time.perf_counter() - started
     cpu = time.process_time() - cpu
     stats = farm.ask("stats")
+    found = our_findings(result.findings)
     stopped = Counter(run.details["stopped"].split(":")[0] for run in result.check_runs
                       if "stopped" in run.details)
     row = {"tool": "iotbaseline", "cpu_s": cpu, "max_loop_lag_s": lag[0],
@@ -292,9 +294,9 @@ def run_ours(name: str, protocols: tuple[str, ...], checks: tuple[str, ...],
            "spacing_s": profile.authentication.spacing,
            "peak_rss_mib": proc_status_kib("self", "VmHWM") / 1024 if measured_peak else None,
            "errors": len(result.errors), "farm": stats,
-           "found": our_findings(result),
-           "score": score(truth, checks, our_findings(result), set(addresses)),
-           "per_check": {check: score(truth, (check,), our_findings(result), set(addresses))
+           "found": found,
+           "score": score(truth, checks, found, set(addresses)),
+           "per_check": {check: score(truth, (check,), found, set(addresses))
                          for check in checks}}
     return row, result
 

@@ -182,14 +182,14 @@ async def engine_run(mode: str, addresses: list[str], ports: list[int],
 
         engine._scan_host = sweep_only  # type: ignore[method-assign,unused-ignore]
     stopper = asyncio.get_running_loop().call_later(args.timeout, engine.stop)
-    try:
-        result = await engine.run()
+    try:  # as the CLI runs it: the results stay on disk, read back one record at a time
+        stored = await engine.execute()
     finally:
         stopper.cancel()
     opened = swept or {d.address: [s.port for s in d.services if s.transport == "tcp"]
-                       for d in result.devices}
-    return {"open": opened, "found": our_findings(result), "errors": len(result.errors),
-            "complete": result.meta.complete}
+                       for d in stored.devices()}
+    return {"open": opened, "found": our_findings(stored.findings()),
+            "errors": len(stored.error_spans), "complete": stored.meta.complete}
 
 
 def worker(args: argparse.Namespace) -> int:

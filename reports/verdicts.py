@@ -17,13 +17,13 @@ Rules (also in README and each report's methodology section):
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Protocol
 
 from reports.compliance import Framework, Requirement, select_frameworks
 from scanner.models import (
     CheckStatus,
     ClauseVerdict,
-    Device,
     DeviceVerdict,
     Finding,
     ManualAnswer,
@@ -38,8 +38,19 @@ ORDER = [Verdict.FAIL, Verdict.INCONCLUSIVE, Verdict.MANUAL, Verdict.PASS,
          Verdict.NOT_APPLICABLE]
 
 
-def _automated(requirement: Requirement, findings_here: list[Finding],
-               runs_here: list[tuple[str, CheckStatus]],
+class FindingLike(Protocol):
+    """A finding as verdicts see it: a full Finding, or the store's index entry for one."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def check_id(self) -> str: ...
+    @property
+    def severity(self) -> Severity: ...
+
+
+def _automated(requirement: Requirement, findings_here: Sequence[FindingLike],
+               runs_here: Sequence[tuple[str, CheckStatus]],
                ) -> tuple[Verdict | None, str, list[str], list[str]]:
     """The automated part from one device's own findings and check runs."""
     mapped = {check.id for check in requirement.checks}
@@ -98,12 +109,31 @@ def _combine(requirement: Requirement, automated: Verdict | None, automated_reas
 
 
 def find_answer(answers: Mapping[AnswerKey, ManualAnswer], framework: str, clause: str,
-                device: Device) -> ManualAnswer | None:
+                address: str, model: str | None) -> ManualAnswer | None:
     """A device's own answer wins over its model's."""
-    for key in (device.address, device.model or ""):
+    for key in (address, model or ""):
         if key and (framework, clause, key) in answers:
             return answers[(framework, clause, key)]
     return None
+
+
+def device_verdicts(framework: Framework, address: str, model: str | None,
+                    findings_here: Sequence[FindingLike],
+                    runs_here: Sequence[tuple[str, CheckStatus]],
+                    answers: Mapping[AnswerKey, ManualAnswer]) -> list[ClauseVerdict]:
+    """Every clause of ``framework`` on one device, from that device's findings and runs."""
+    verdicts = []
+    for requirement in framework.clauses:
+        automated, why, ran, finding_ids = _automated(requirement, findings_here, runs_here)
+        answer = find_answer(answers, framework.id, requirement.id, address, model)
+        verdict, reason = _combine(requirement, automated, why, answer)
+        coverage = "full" if any(c.coverage == "full" for c in requirement.checks) \
+            else ("partial" if requirement.checks else "")
+        verdicts.append(ClauseVerdict(
+            framework=framework.id, clause=requirement.id, title=requirement.title,
+            device=address, verdict=verdict, reason=reason[:2000], automated=automated,
+            coverage=coverage, checks=ran, findings=finding_ids, answer=answer))
+    return verdicts
 
 
 def assess(result: ScanResult, answers: Mapping[AnswerKey, ManualAnswer] | None = None,
@@ -118,27 +148,16 @@ def assess(result: ScanResult, answers: Mapping[AnswerKey, ManualAnswer] | None 
     for finding in result.findings:
         findings_by_device[finding.device].append(finding)
     verdicts: list[ClauseVerdict] = []
-    by_framework_device: dict[tuple[str, str], list[ClauseVerdict]] = defaultdict(list)
+    rollups: list[DeviceVerdict] = []
     for framework in frameworks if frameworks is not None else select_frameworks(None):
         for device in result.devices:
-            for requirement in framework.clauses:
-                automated, why, ran, finding_ids = _automated(
-                    requirement, findings_by_device.get(device.address, []),
-                    runs_by_device.get(device.address, []))
-                answer = find_answer(answers or {}, framework.id, requirement.id, device)
-                verdict, reason = _combine(requirement, automated, why, answer)
-                coverage = "full" if any(c.coverage == "full" for c in requirement.checks) \
-                    else ("partial" if requirement.checks else "")
-                clause_verdict = ClauseVerdict(
-                    framework=framework.id, clause=requirement.id, title=requirement.title,
-                    device=device.address, verdict=verdict, reason=reason[:2000],
-                    automated=automated, coverage=coverage, checks=ran,
-                    findings=finding_ids, answer=answer)
-                verdicts.append(clause_verdict)
-                by_framework_device[(framework.id, device.address)].append(clause_verdict)
-    rollups = [DeviceVerdict(framework=framework_id, device=device,
-                             verdict=device_rollup(device_verdicts))
-               for (framework_id, device), device_verdicts in by_framework_device.items()]
+            mine = device_verdicts(framework, device.address, device.model,
+                                   findings_by_device.get(device.address, []),
+                                   runs_by_device.get(device.address, []), answers or {})
+            verdicts += mine
+            if mine:
+                rollups.append(DeviceVerdict(framework=framework.id, device=device.address,
+                                             verdict=device_rollup(mine)))
     return result.model_copy(update={"verdicts": verdicts, "device_verdicts": rollups})
 
 

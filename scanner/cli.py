@@ -22,10 +22,10 @@ import signal
 import sys
 import tempfile
 import traceback
-from collections import Counter
 from dataclasses import asdict
 from datetime import datetime
 from importlib.resources import files
+from itertools import islice
 from pathlib import Path
 from typing import NoReturn
 
@@ -54,7 +54,7 @@ from scanner.engine import PlanError, ScanEngine, ScanPlan
 from scanner.jobs import build_plan
 from scanner.models import ScanResult, Severity
 from scanner.progress import ScanProgress
-from scanner.storage import JOURNAL_NAME, REPORT_NAME, ResultStore, load_report
+from scanner.storage import JOURNAL_NAME, REPORT_NAME, ResultStore, StoredScan, load_report
 from scanner.store import ScanStore, StoreError, default_store_path, redacted, store_url
 from scanner.targets import Scope, TargetError, build_scope, parse_ports
 from scanner.textsafe import terminal_safe
@@ -506,7 +506,7 @@ def _plan(args: argparse.Namespace, with_checks: bool) -> ScanPlan:
     return plan
 
 
-async def _run_engine(plan: ScanPlan, out_dir: Path) -> ScanResult:
+async def _run_engine(plan: ScanPlan, out_dir: Path) -> StoredScan:
     store = ResultStore(out_dir)
     with ScanProgress(plan.scope.size) as progress:
         engine = ScanEngine(plan, store, progress)
@@ -521,7 +521,7 @@ async def _run_engine(plan: ScanPlan, out_dir: Path) -> ScanResult:
         for number in STOP_SIGNALS:
             loop.add_signal_handler(number, interrupt)
         try:
-            return await engine.run()
+            return await engine.execute()
         finally:
             for number in STOP_SIGNALS:
                 loop.remove_signal_handler(number)
@@ -541,54 +541,64 @@ def _credential_files(plan: ScanPlan) -> list[Path]:
     return paths + [Path(name) for name in plan.profile.authentication.extra_files]
 
 
-async def _run_with_evidence(plan: ScanPlan, out_dir: Path, folder: Path) -> ScanResult:
+async def _run_with_evidence(plan: ScanPlan, out_dir: Path, folder: Path) -> StoredScan:
     """The scan inside a packet capture (when permitted), then the evidence bundle."""
     with tempfile.TemporaryDirectory(prefix="iotbaseline-capture-") as temporary:
         async with capture_scope(plan.scope, Path(temporary) / "scan.pcap") as capture:
             if capture.path is None:
                 log.warning("no packet capture: %s", capture.reason)
-            result = await _run_engine(plan, out_dir)
-        bundle = write_evidence(result, folder, capture.path, _credential_files(plan),
-                                plan.profile.source, capture_note=capture.reason or None,
+            stored = await _run_engine(plan, out_dir)
+        bundle = write_evidence(load_report(out_dir / REPORT_NAME), folder, capture.path,
+                                _credential_files(plan), plan.profile.source,
+                                capture_note=capture.reason or None,
                                 capture_details=capture.details())
     sys.stderr.write(f"Evidence: {bundle} (manifest SHA-256 "
                      f"{sha256_file(bundle / 'manifest.json')})\n")
-    return result
+    return stored
 
 
-def print_summary(result: ScanResult, out_dir: Path) -> None:
-    """A short human summary on stderr; device strings are neutralised for the terminal."""
+SUMMARY_DEVICES = 50  # a /22's device list belongs in the report, not on the terminal
+
+
+def print_summary(stored: StoredScan, out_dir: Path) -> None:
+    """A short human summary on stderr; device strings are neutralised for the terminal. Read
+    from the scan's journal, one record at a time, so a big scan's summary stays small."""
     write = sys.stderr.write
-    state = "complete" if result.meta.complete else \
-        f"INCOMPLETE ({result.meta.interrupted_reason or result.meta.stop_reason})"
-    write(f"\nScan {state}: {len(result.devices)} device(s), {len(result.findings)} "
-          f"finding(s), {len(result.errors)} probe error(s)\n")
-    for device in result.devices:
+    meta = stored.meta
+    state = "complete" if meta.complete else \
+        f"INCOMPLETE ({meta.interrupted_reason or meta.stop_reason})"
+    devices = len(stored.device_spans)
+    write(f"\nScan {state}: {devices} device(s), {sum(stored.severity_counts.values())} "
+          f"finding(s), {len(stored.error_spans)} probe error(s)\n")
+    for device in islice(stored.devices(), SUMMARY_DEVICES):
         label = " ".join(filter(None, [device.vendor, device.manufacturer, device.model]))
         services = ", ".join(f"{s.port}/{s.transport} {s.label}"
                              for s in device.services)
         write(f"  {device.address:<16} {terminal_safe(label, 40):<30} "
               f"{terminal_safe(services, 120)}\n")
-    counts = Counter(f.severity for f in result.findings)
+    if devices > SUMMARY_DEVICES:
+        write(f"  … and {devices - SUMMARY_DEVICES} more device(s): see the report\n")
+    counts = stored.severity_counts
     if counts:
         write("  findings: " + ", ".join(f"{counts[s]} {s.value}" for s in reversed(Severity)
                                          if counts[s]) + "\n")
-    for finding in result.findings[:20]:
+    for finding in stored.ordered_findings[:20]:
         write(f"  [{finding.severity.value:>8}] {finding.device}:{finding.port} "
               f"{finding.check_id}: {terminal_safe(finding.summary, 160)}\n")
-    for note in result.meta.discovery_notes:
+    for note in meta.discovery_notes:
         write(f"  note: {terminal_safe(note, 200)}\n")
     for renderer in RENDERERS.values():
         if (out_dir / renderer.filename).exists():
             write(f"Report: {out_dir / renderer.filename}\n")
 
 
-def _exit_code(result: ScanResult, fail_on: Severity | None) -> int:
-    if result.meta.stop_reason == "error":
+def _exit_code(stored: StoredScan, fail_on: Severity | None) -> int:
+    if stored.meta.stop_reason == "error":
         return EXIT_SCAN_FAILED
-    if not result.meta.complete:
+    if not stored.meta.complete:
         return EXIT_INTERRUPTED
-    if fail_on is not None and any(f.severity.rank >= fail_on.rank for f in result.findings):
+    if fail_on is not None and any(severity.rank >= fail_on.rank and count
+                                   for severity, count in stored.severity_counts.items()):
         return EXIT_FINDINGS
     return EXIT_OK
 
@@ -604,12 +614,13 @@ def _requested_store(args: argparse.Namespace) -> str | None:
     return str(args.store)
 
 
-def _save_to_store(result: ScanResult, url: str | None) -> None:
+def _save_to_store(report: Path, url: str | None) -> None:
     """Save the finished (or partial) scan; the report files exist already, so a failure here
     is a warning, not a lost scan."""
     if url is None:
         return
     try:
+        result = load_report(report)
         with ScanStore(url) as store:
             store.save_scan(result)
             sys.stderr.write(f"Stored: scan {result.meta.scan_id} in {redacted(store.url)}\n")
@@ -633,11 +644,11 @@ def _cmd_scan(args: argparse.Namespace, with_checks: bool) -> int:
     out_dir = _out_dir(args.out)
     log.info("scanning %d address(es) with profile %s; report in %s", plan.scope.size,
              plan.profile.name, out_dir)
-    result = asyncio.run(_run_engine(plan, out_dir) if evidence is None
+    stored = asyncio.run(_run_engine(plan, out_dir) if evidence is None
                          else _run_with_evidence(plan, out_dir, evidence))
-    print_summary(result, out_dir)
-    _save_to_store(result, store)
-    return _exit_code(result, fail_on)
+    print_summary(stored, out_dir)
+    _save_to_store(out_dir / REPORT_NAME, store)
+    return _exit_code(stored, fail_on)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -645,7 +656,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     store = _requested_store(args)
 
-    async def run() -> tuple[ScanResult, Path]:
+    async def run() -> tuple[StoredScan, Path]:
         devices = default_devices()
         async with Lab(devices) as lab:
             sys.stderr.write("Demo lab running: " + ", ".join(
@@ -669,10 +680,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             plan.formats = _formats(DEFAULT_FORMATS)
             return await _run_engine(plan, out_dir), out_dir
 
-    result, out_dir = asyncio.run(run())
-    print_summary(result, out_dir)
-    _save_to_store(result, store)
-    return _exit_code(result, None)
+    stored, out_dir = asyncio.run(run())
+    print_summary(stored, out_dir)
+    _save_to_store(out_dir / REPORT_NAME, store)
+    return _exit_code(stored, None)
 
 
 def _load_scan(path: Path) -> ScanResult:

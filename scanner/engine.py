@@ -37,8 +37,8 @@ from probes.registry import LoadedProbe
 from profiles import ScanProfile, Timing
 from profiles.credentials import CredentialStore
 from reports.compliance import PRIMARY_FRAMEWORK, clauses_by_check, select_frameworks
-from reports.renderers import write_reports
-from reports.verdicts import AnswerKey, assess
+from reports.renderers import write_scan_reports
+from reports.verdicts import AnswerKey
 from scanner import __version__
 from scanner.discovery import fingerprint, lan
 from scanner.discovery.nmap_scan import nmap_services
@@ -57,7 +57,7 @@ from scanner.models import (
     utc_now,
 )
 from scanner.net import Limits, Network, ScopeViolation, Transcript
-from scanner.storage import ResultStore
+from scanner.storage import REPORT_NAME, ResultStore, StoredScan, load_report
 from scanner.targets import Scope
 
 log = logging.getLogger("iotbaseline.engine")
@@ -208,7 +208,14 @@ class ScanEngine:
         )
 
     async def run(self) -> ScanResult:
-        """Scan everything in scope; on cancellation, keep and write what was found."""
+        """Scan everything in scope and return the report as written, whole, in memory."""
+        await self.execute()
+        return load_report(self.store.out_dir / REPORT_NAME)
+
+    async def execute(self) -> StoredScan:
+        """Scan everything in scope and write the reports; on cancellation, keep and write what
+        was found. Returns the scan as an index over its journal, so that a caller that needs
+        only counts or a summary never holds every finding's evidence in memory."""
         self.store.start(self.meta)
         self._task = asyncio.create_task(self._scan())
         try:
@@ -229,10 +236,10 @@ class ScanEngine:
         self.meta = self.meta.model_copy(update={
             "finished_at": utc_now(), "complete": complete, "stop_reason": stop,
             "interrupted_reason": reason})
-        result = assess(self.store.finish(self.meta), self.plan.answers,
-                        select_frameworks(self.plan.frameworks))
-        write_reports(result, self.store.out_dir, self.plan.formats)
-        return result
+        stored = self.store.finish(self.meta)
+        write_scan_reports(stored, self.store.out_dir, self.plan.formats, self.plan.answers,
+                           select_frameworks(self.plan.frameworks))
+        return stored
 
     def stop(self) -> None:
         """Stop scanning (Ctrl-C); ``run`` then writes the partial report."""

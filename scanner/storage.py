@@ -1,34 +1,132 @@
 """Where results go while the scan runs: an append-only journal, then the final JSON report.
 
 Each device, finding, check run and probe error is appended (and flushed) to ``scan.jsonl`` the
-moment it exists, so a crash or a kill loses nothing already found; ``report.json`` is written
-atomically at the end, or on interruption with ``complete: false``.
+moment it exists, so a crash or a kill loses nothing already found. Only a small index stays in
+memory (where each record sits in the journal, and what verdicts and summaries need); the full
+records, with their evidence, are read back one at a time when the report is written. That keeps
+a scan of thousands of devices within a memory bound that does not grow with their evidence.
+``report.json`` is written atomically at the end, or on interruption with ``complete: false``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any, TypeVar
 
-from scanner.models import CheckRun, Device, Finding, ProbeError, ScanMeta, ScanResult
+from scanner.models import (
+    CheckRun,
+    CheckStatus,
+    Device,
+    Finding,
+    Model,
+    ProbeError,
+    ScanMeta,
+    ScanResult,
+    Severity,
+)
 
 JOURNAL_NAME = "scan.jsonl"
 REPORT_NAME = "report.json"
 
+RecordModel = TypeVar("RecordModel", bound=Model)
+Span = tuple[int, int]  # (offset, length) of one journal line
 
-def write_private(path: Path, text: str) -> None:
-    """Atomic, owner-only write: reports hold evidence about devices (and maybe secrets)."""
+
+@contextlib.contextmanager
+def private_file(path: Path) -> Iterator[IO[str]]:
+    """An owner-only file written whole or not at all: reports hold evidence about devices (and
+    maybe secrets), and a reader must never see half of one."""
     temporary = path.with_name(f".{path.name}.tmp")
     # A leftover temporary (a killed run) or a planted symlink keeps its own mode or target
     # under O_CREAT alone: remove it, then create afresh and never follow a link.
     temporary.unlink(missing_ok=True)
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
                  0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as handle:
+            yield handle
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     os.replace(temporary, path)
+
+
+def write_private(path: Path, text: str) -> None:
+    with private_file(path) as handle:
+        handle.write(text)
+
+
+@dataclass(frozen=True)
+class FindingRef:
+    """What verdicts and summaries need of a finding, without its evidence."""
+
+    id: str
+    check_id: str
+    severity: Severity
+    device: str
+    port: int | None
+    summary: str
+
+
+@dataclass
+class StoredScan:
+    """A finished scan as an index over its journal: counts in memory, records on disk."""
+
+    journal: Path
+    meta: ScanMeta
+    device_spans: dict[str, Span]  # address -> its latest record
+    device_models: dict[str, str | None]
+    finding_spans: list[Span]  # in report order
+    ordered_findings: list[FindingRef]  # in report order
+    finding_refs: dict[str, list[FindingRef]]  # by device, in report order
+    run_spans: list[Span]
+    run_refs: dict[str, list[tuple[str, CheckStatus]]]  # by device: (check id, status)
+    error_spans: list[Span]
+    severity_counts: Counter[Severity] = field(default_factory=Counter)
+
+    @property
+    def addresses(self) -> list[str]:
+        return sorted(self.device_spans, key=_address_key)
+
+    def raw(self, spans: list[Span]) -> Iterator[dict[str, Any]]:
+        """The journal's records at ``spans``, one at a time, as the JSON they were written."""
+        with self.journal.open("rb") as journal:
+            for offset, length in spans:
+                journal.seek(offset)
+                payload: dict[str, Any] = json.loads(journal.read(length))["data"]
+                yield payload
+
+    def _models(self, spans: list[Span], model: type[RecordModel]) -> Iterator[RecordModel]:
+        return (model.model_validate(data) for data in self.raw(spans))
+
+    @property
+    def sorted_device_spans(self) -> list[Span]:
+        return [self.device_spans[address] for address in self.addresses]
+
+    def devices(self) -> Iterator[Device]:
+        return self._models(self.sorted_device_spans, Device)
+
+    def findings(self) -> Iterator[Finding]:
+        return self._models(self.finding_spans, Finding)
+
+    def check_runs(self) -> Iterator[CheckRun]:
+        return self._models(self.run_spans, CheckRun)
+
+    def errors(self) -> Iterator[ProbeError]:
+        return self._models(self.error_spans, ProbeError)
+
+    def load(self) -> ScanResult:
+        """Everything in memory, before any verdict (for callers that want the whole model)."""
+        return ScanResult(meta=self.meta, devices=list(self.devices()),
+                          findings=list(self.findings()), check_runs=list(self.check_runs()),
+                          errors=list(self.errors()))
 
 
 class ResultStore:
@@ -36,48 +134,67 @@ class ResultStore:
         """``replace``: start the journal afresh (a redelivered scan job runs again)."""
         self.out_dir = out_dir
         out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.journal_path = out_dir / JOURNAL_NAME
         mode = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if replace else 0)
-        fd = os.open(out_dir / JOURNAL_NAME, mode, 0o600)
-        self._journal = os.fdopen(fd, "a", encoding="utf-8")
-        self.devices: dict[str, Device] = {}
-        self.findings: list[Finding] = []
-        self.check_runs: list[CheckRun] = []
-        self.errors: list[ProbeError] = []
+        fd = os.open(self.journal_path, mode, 0o600)
+        self._offset = os.fstat(fd).st_size  # our own count: append-mode tell() is unreliable
+        self._journal = os.fdopen(fd, "ab")
+        self._device_spans: dict[str, Span] = {}
+        self._device_models: dict[str, str | None] = {}
+        self._findings: list[tuple[tuple[int, tuple[int, int], int, str], Span, FindingRef]] = []
+        self._run_spans: list[Span] = []
+        self._run_refs: dict[str, list[tuple[str, CheckStatus]]] = defaultdict(list)
+        self._error_spans: list[Span] = []
 
-    def _append(self, kind: str, payload: dict[str, object]) -> None:
-        self._journal.write(json.dumps({"kind": kind, "data": payload}, ensure_ascii=True) + "\n")
+    @property
+    def finding_count(self) -> int:
+        return len(self._findings)
+
+    def _append(self, kind: str, payload: dict[str, object]) -> Span:
+        line = (json.dumps({"kind": kind, "data": payload}, ensure_ascii=True) + "\n").encode()
+        self._journal.write(line)
         self._journal.flush()
+        span = (self._offset, len(line))
+        self._offset += len(line)
+        return span
 
     def start(self, meta: ScanMeta) -> None:
         self._append("meta", meta.model_dump(mode="json"))
 
     def device(self, device: Device) -> None:
-        self.devices[device.address] = device
-        self._append("device", device.model_dump(mode="json"))
+        self._device_spans[device.address] = self._append("device", device.model_dump(mode="json"))
+        self._device_models[device.address] = device.model
 
     def finding(self, finding: Finding) -> None:
-        self.findings.append(finding)
-        self._append("finding", finding.model_dump(mode="json"))
+        span = self._append("finding", finding.model_dump(mode="json"))
+        key = (-finding.severity.rank, _address_key(finding.device), finding.port or 0,
+               finding.check_id)
+        self._findings.append((key, span, FindingRef(
+            id=finding.id, check_id=finding.check_id, severity=finding.severity,
+            device=finding.device, port=finding.port, summary=finding.summary[:200])))
 
     def check_run(self, run: CheckRun) -> None:
-        self.check_runs.append(run)
-        self._append("check_run", run.model_dump(mode="json"))
+        self._run_spans.append(self._append("check_run", run.model_dump(mode="json")))
+        self._run_refs[run.device].append((run.check_id, run.status))
 
     def error(self, error: ProbeError) -> None:
-        self.errors.append(error)
-        self._append("error", error.model_dump(mode="json"))
+        self._error_spans.append(self._append("error", error.model_dump(mode="json")))
 
-    def finish(self, meta: ScanMeta) -> ScanResult:
+    def finish(self, meta: ScanMeta) -> StoredScan:
         """The scan as found, before any verdict: assessing and rendering come after."""
-        devices = sorted(self.devices.values(), key=lambda d: _address_key(d.address))
-        result = ScanResult(meta=meta, devices=devices,
-                            findings=sorted(self.findings, key=lambda f: (
-                                -f.severity.rank, _address_key(f.device), f.port or 0,
-                                f.check_id)),
-                            check_runs=self.check_runs, errors=self.errors)
         self._append("end", {"complete": meta.complete})
         self._journal.close()
-        return result
+        ordered = sorted(self._findings, key=lambda entry: entry[0])  # stable: journal order
+        refs: dict[str, list[FindingRef]] = defaultdict(list)
+        for _, _, ref in ordered:
+            refs[ref.device].append(ref)
+        return StoredScan(
+            journal=self.journal_path, meta=meta, device_spans=self._device_spans,
+            device_models=self._device_models, finding_spans=[span for _, span, _ in ordered],
+            ordered_findings=[ref for _, _, ref in ordered], finding_refs=dict(refs),
+            run_spans=self._run_spans, run_refs=dict(self._run_refs),
+            error_spans=self._error_spans,
+            severity_counts=Counter(ref.severity for _, _, ref in ordered))
 
 
 def _address_key(address: str) -> tuple[int, int]:

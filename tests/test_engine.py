@@ -189,7 +189,7 @@ async def test_interrupted_scan_keeps_partial_results(tmp_path: pytest.TempPathF
         task = asyncio.create_task(engine.run())
         for _ in range(100):
             await asyncio.sleep(0.1)
-            if engine.store.findings:
+            if engine.store.finding_count:
                 break
         engine.stop()
         result = await asyncio.wait_for(task, 10)

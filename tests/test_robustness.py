@@ -30,7 +30,14 @@ from scanner.cli import print_summary
 from scanner.engine import ScanEngine, ScanPlan
 from scanner.models import CheckStatus, ScanResult
 from scanner.net import REDACTED
-from scanner.storage import JOURNAL_NAME, REPORT_NAME, ResultStore, write_private
+from scanner.storage import (
+    JOURNAL_NAME,
+    REPORT_NAME,
+    ResultStore,
+    StoredScan,
+    load_report,
+    write_private,
+)
 from tests import hostile
 from tests.helpers import NEVER_TOUCH_PORTS, ScanRunner, fast_profile, safe_scope, validate_report
 
@@ -54,6 +61,7 @@ CRASH_KINDS = {"plugin"}  # an error kind that means a parser or probe crashed o
 class LabScan:
     lab: hostile.Lab
     result: ScanResult
+    stored: StoredScan
     out: Path
     seconds: float
 
@@ -77,10 +85,10 @@ async def scan(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LabSca
     plan.formats = list(RENDERERS)
     started = time.monotonic()
     try:
-        result = await asyncio.wait_for(ScanEngine(plan, ResultStore(out)).run(), 120)
+        stored = await asyncio.wait_for(ScanEngine(plan, ResultStore(out)).execute(), 120)
         seconds = time.monotonic() - started
         await asyncio.sleep(0.2)  # let the devices see the last hang-ups
-        yield LabScan(lab, result, out, seconds)
+        yield LabScan(lab, load_report(out / REPORT_NAME), stored, out, seconds)
     finally:
         await lab.close()
 
@@ -233,7 +241,7 @@ async def test_every_renderer_neutralises_hostile_device_text(
     for line in (scan.out / JOURNAL_NAME).read_text(encoding="utf-8").splitlines():
         live.setdefault("journal", []).extend(_live(line, CONTROLS))
         json.loads(line)
-    print_summary(scan.result, scan.out)
+    print_summary(scan.stored, scan.out)
     live["terminal"] = _live(capsys.readouterr().out, CONTROLS + MARKUP[1:])
     assert {name: found for name, found in live.items() if found} == {}
 
