@@ -8,7 +8,6 @@ only — payloads can be personal data and never enter the evidence.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
@@ -156,10 +155,7 @@ class PacketReader:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError("no complete MQTT packet in time")
-        if self.record:
-            chunk = await self.conn.recv(max_bytes=READ_CHUNK, timeout=remaining)
-        else:
-            chunk = await asyncio.wait_for(self.conn.reader.read(READ_CHUNK), remaining)
+        chunk = await self.conn.recv(max_bytes=READ_CHUNK, timeout=remaining, record=self.record)
         if not chunk:
             raise ConnectionError("the broker closed the connection")
         self.buffer.extend(chunk)
