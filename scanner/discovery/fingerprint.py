@@ -88,6 +88,14 @@ def _negotiates(banner: bytes) -> bool:
         banner[1] in (telnet.DO, telnet.DONT, telnet.WILL, telnet.WONT, telnet.SB)
 
 
+def _banner_complete(banner: bytes) -> bool:
+    """A line, a prompt or Telnet negotiation: enough to tell what speaks. Negotiation is
+    enough on its own because BusyBox telnetd's login(1) holds its prompt until the client
+    answers (or for about 50 ms): waiting for it would cost that on every Telnet port."""
+    return b"\n" in banner or _negotiates(banner) or \
+        telnet.classify_prompt(telnet.split_negotiation(banner)[0]) is not None
+
+
 def _looks_like_telnet(banner: bytes, hint: str | None) -> bool:
     """Negotiation or a login prompt is Telnet; a bare "#"/">" line is Telnet only on a Telnet
     port (a progress line "Loading 100%" or XML ending in ">" is not a shell)."""
@@ -159,8 +167,7 @@ async def _identify_plain(network: Network, host: str, port: int,
     hint = PORT_HINTS.get(port)
     async with opened or await network.open_tcp(host, port) as conn:
         banner = await conn.recv_until(
-            lambda b: b"\n" in b or telnet.classify_prompt(telnet.split_negotiation(b)[0])
-            is not None, max_bytes=4096,
+            _banner_complete, max_bytes=4096,
             timeout=CLIENT_FIRST_WAIT if hint in ("http", "rtsp", "mqtt") else BANNER_WAIT)
         if banner:
             recognised = _from_banner(port, banner)

@@ -24,11 +24,12 @@ def split_negotiation(data: bytes) -> tuple[bytes, bytes, bytes]:
     replies = bytearray()
     index = 0
     while index < len(data):
-        byte = data[index]
-        if byte != IAC:
-            text.append(byte)
-            index += 1
-            continue
+        command_at = data.find(IAC, index)  # text runs are copied whole, not byte by byte
+        if command_at < 0:
+            text += data[index:]
+            break
+        text += data[index:command_at]
+        index = command_at
         if index + 1 >= len(data):
             return bytes(text), bytes(replies), data[index:]
         command = data[index + 1]
