@@ -75,7 +75,7 @@ class FindingRef:
     summary: str
 
 
-@dataclass
+@dataclass(repr=False)
 class StoredScan:
     """A finished scan as an index over its journal: counts in memory, records on disk."""
 
@@ -90,6 +90,10 @@ class StoredScan:
     run_refs: dict[str, list[tuple[str, CheckStatus]]]  # by device: (check id, status)
     error_spans: list[Span]
     severity_counts: Counter[Severity] = field(default_factory=Counter)
+
+    def __repr__(self) -> str:  # short: asyncio may format a finished main task's result
+        return (f"StoredScan({self.journal}, {len(self.device_spans)} devices, "
+                f"{len(self.finding_spans)} findings)")
 
     @property
     def addresses(self) -> list[str]:
