@@ -189,7 +189,8 @@ async def engine_run(mode: str, addresses: list[str], ports: list[int],
     opened = swept or {d.address: [s.port for s in d.services if s.transport == "tcp"]
                        for d in stored.devices()}
     return {"open": opened, "found": our_findings(stored.findings()),
-            "errors": len(stored.error_spans), "complete": stored.meta.complete}
+            "errors": len(stored.error_spans), "complete": stored.meta.complete,
+            "engine_max_conn": engine.network.peak_open_per_host}
 
 
 def worker(args: argparse.Namespace) -> int:
@@ -333,7 +334,8 @@ def bench_farm(size: int, latency_ms: float, args: argparse.Namespace, out: Path
                 row = measured(tool, worker_command)
                 answer = _last_json(folder / f"{tool}.out")
                 row.update(port_score(truth_open, answer.get("open", {})),
-                           work_s=answer.get("work_s"), errors=answer.get("errors", 0))
+                           work_s=answer.get("work_s"), errors=answer.get("errors", 0),
+                           engine_max_conn=answer.get("engine_max_conn"))
                 if tool == "audit":
                     row["score"] = score(truth, ALL_CHECKS, as_found(answer.get("found", [])),
                                          set(addresses))
@@ -437,8 +439,8 @@ def report(rows: list[dict[str, Any]]) -> str:
         lines.append(f"\nN={size}, latency {latency:g} ms")
         lines.append(table(
             ["tool", "wall s", "work s", "x floor", "x audit", "CPU s", "peak MiB", "open rec",
-             "open FP", "cred found", "cred recall", "cred FP", "max conn/dev", "max/acct",
-             "TIME_WAIT", "errors", ""],
+             "open FP", "cred found", "cred recall", "cred FP", "max conn/dev",
+             "engine max conn/dev", "max/acct", "TIME_WAIT", "errors", ""],
             [[r["tool"], r["wall_s"], r.get("work_s"),
               (r.get("work_s") or r["wall_s"]) / floor if floor else None,
               r["wall_s"] / audit if audit and "score" in r else None,
@@ -446,7 +448,8 @@ def report(rows: list[dict[str, Any]]) -> str:
               r["score"]["found"] if "score" in r else None,
               r["score"]["recall"] if "score" in r else None,
               r["score"]["false_positives"] if "score" in r else None,
-              r.get("max_conn_per_device"), r.get("max_attempts_per_account"),
+              r.get("max_conn_per_device"), r.get("engine_max_conn"),
+              r.get("max_attempts_per_account"),
               r.get("time_wait_after"), r.get("errors"),
               "TIMEOUT" if r.get("timed_out") else ""] for r in group]))
     return "\n".join(lines)

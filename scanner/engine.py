@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import shutil
 import ssl
@@ -133,7 +134,9 @@ class ScanPlan:
         udp = [p for p in chosen_ports.get("udp", []) if p not in scope.excluded_ports]
         if not tcp and not udp:
             raise PlanError("every port is excluded; nothing to scan")
-        credentials = CredentialStore.load(profile.authentication.extra_files)
+        # Only checks use credentials: a sweep or discovery plan does not parse the lists.
+        credentials = CredentialStore.load(profile.authentication.extra_files) if selected \
+            else CredentialStore(())
         return cls(scope, profile, selected, limits, tcp, udp, show_secrets,
                    list(command_line or []), credentials)
 
@@ -186,7 +189,6 @@ class ScanEngine:
         self.progress = progress or NoProgress()
         self.network = Network(plan.scope, plan.limits)
         self.lan_facts: dict[str, lan.LanFacts] = {}
-        self._clauses = clauses_by_check()
         self.settings = ProbeSettings(
             authentication=plan.profile.authentication, credentials=plan.credentials,
             intrusiveness_cap=plan.profile.intrusiveness_cap, show_secrets=plan.show_secrets,
@@ -206,6 +208,11 @@ class ScanEngine:
             excluded_ports=sorted(plan.scope.excluded_ports),
             probes={lp.probe.metadata.check_id: lp.source for lp in plan.probes},
         )
+
+    @functools.cached_property
+    def _clauses(self) -> dict[str, dict[str, list[str]]]:
+        """Loaded with the first finding: a sweep or a discovery needs no framework data."""
+        return clauses_by_check()
 
     async def run(self) -> ScanResult:
         """Scan everything in scope and return the report as written, whole, in memory."""
@@ -237,8 +244,11 @@ class ScanEngine:
             "finished_at": utc_now(), "complete": complete, "stop_reason": stop,
             "interrupted_reason": reason})
         stored = self.store.finish(self.meta)
+        # No device, no verdict: an empty sweep does not load the frameworks (and every probe
+        # module their mappings are checked against) only to iterate over nothing.
+        frameworks = select_frameworks(self.plan.frameworks) if stored.device_spans else ()
         write_scan_reports(stored, self.store.out_dir, self.plan.formats, self.plan.answers,
-                           select_frameworks(self.plan.frameworks))
+                           frameworks)
         return stored
 
     def stop(self) -> None:

@@ -580,16 +580,15 @@ class Network:
         scheme = "tls" if tls else "tcp"
         endpoint = f"{scheme}://{host_for_url(host)}:{port}"
         try:
-            # wait_for, not asyncio.timeout: its extra task hop lets a device's first bytes
-            # arrive before we speak, which talk-first probes (RTSP) rely on with devices that
-            # send a banner and hang up (our bytes then meet a RST that drops the banner).
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(
+            async with asyncio.timeout(timeout if timeout is not None
+                                       else self.limits.connect_timeout):
+                reader, writer = await asyncio.open_connection(
                     host, port, ssl=tls, server_hostname=(server_hostname or "") if tls else None,
-                    limit=self.limits.max_read_bytes,
-                ),
-                timeout if timeout is not None else self.limits.connect_timeout,
-            )
+                    limit=self.limits.max_read_bytes)
+            # One loop turn before anyone speaks: a device that sends a banner and hangs up
+            # has its bytes read first, which talk-first probes (RTSP) rely on (our bytes would
+            # meet a RST that drops the banner). A yield, not a task per connect (wait_for).
+            await asyncio.sleep(0)
         except BaseException:
             release()
             raise
