@@ -7,9 +7,10 @@ Loopback only, in this file's block: 127.141.0.0/16.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -29,7 +30,7 @@ class CountingServer:
     def __init__(self) -> None:
         self.open = 0
         self.most_open = 0
-        self.server: asyncio.Server | None = None
+        self.port = 0
 
     async def on_connect(self, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter) -> None:
@@ -40,22 +41,27 @@ class CountingServer:
         writer.write(b"bye\n")
         writer.close()
 
-    @property
-    def port(self) -> int:
-        assert self.server is not None
-        port: int = self.server.sockets[0].getsockname()[1]
-        return port
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def serving(handler: Handler) -> AsyncIterator[int]:
+    """A server on HOST for the duration; yields its port."""
+    server = await asyncio.start_server(handler, HOST, 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), 2)
 
 
 @pytest.fixture
 async def counting_server() -> AsyncIterator[CountingServer]:
     counting = CountingServer()
-    counting.server = await asyncio.start_server(counting.on_connect, HOST, 0)
-    try:
+    async with serving(counting.on_connect) as port:
+        counting.port = port
         yield counting
-    finally:
-        counting.server.close()
-        await asyncio.wait_for(counting.server.wait_closed(), 2)
 
 
 def _network(**limits: float) -> Network:
@@ -93,24 +99,19 @@ async def test_a_silent_read_times_out_and_the_connection_stays_usable() -> None
         await asyncio.sleep(1)
         writer.close()
 
-    server = await asyncio.start_server(on_connect, HOST, 0)
-    port = server.sockets[0].getsockname()[1]
     network = _network()
-    try:
-        async with await network.open_tcp(HOST, port, transcript=Transcript()) as conn:
-            assert await conn.recv(timeout=5.0) == b"hello\n"  # arms the timer 5 s ahead
-            started = time.monotonic()
-            with pytest.raises(TimeoutError):
-                await conn.recv(timeout=0.2)  # earlier: the timer must move
-            assert 0.15 < time.monotonic() - started < 1.0
-            started = time.monotonic()
-            assert await conn.recv_until(lambda data: False, timeout=0.2) == b""
-            assert 0.15 < time.monotonic() - started < 1.0
-            talk.set()
-            assert await conn.recv(timeout=2.0) == b"late\n"  # later than the last timer
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with serving(on_connect) as port, \
+            await network.open_tcp(HOST, port, transcript=Transcript()) as conn:
+        assert await conn.recv(timeout=5.0) == b"hello\n"  # arms the timer 5 s ahead
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await conn.recv(timeout=0.2)  # earlier: the timer must move
+        assert 0.15 < time.monotonic() - started < 1.0
+        started = time.monotonic()
+        assert await conn.recv_until(lambda data: False, timeout=0.2) == b""
+        assert 0.15 < time.monotonic() - started < 1.0
+        talk.set()
+        assert await conn.recv(timeout=2.0) == b"late\n"  # later than the last timer
 
 
 async def test_a_cancelled_read_stays_a_cancellation_not_a_timeout() -> None:
@@ -120,10 +121,8 @@ async def test_a_cancelled_read_stays_a_cancellation_not_a_timeout() -> None:
         await asyncio.sleep(1)
         writer.close()
 
-    server = await asyncio.start_server(on_connect, HOST, 0)
-    port = server.sockets[0].getsockname()[1]
     network = _network()
-    try:
+    async with serving(on_connect) as port:
         conn = await network.open_tcp(HOST, port)
         reading = asyncio.create_task(conn.recv(timeout=0.1))
         await asyncio.sleep(0.02)
@@ -134,9 +133,6 @@ async def test_a_cancelled_read_stays_a_cancellation_not_a_timeout() -> None:
         task = asyncio.current_task()
         assert task is not None and not task.cancelling()
         await conn.close()
-    finally:
-        server.close()
-        await server.wait_closed()
     assert network.peak_open_per_host == 1
 
 
