@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import shutil
 import ssl
@@ -189,6 +188,8 @@ class ScanEngine:
         self.progress = progress or NoProgress()
         self.network = Network(plan.scope, plan.limits)
         self.lan_facts: dict[str, lan.LanFacts] = {}
+        # Only checks make findings: a sweep or a discovery loads no framework data.
+        self._clauses = clauses_by_check() if plan.probes else {}
         self.settings = ProbeSettings(
             authentication=plan.profile.authentication, credentials=plan.credentials,
             intrusiveness_cap=plan.profile.intrusiveness_cap, show_secrets=plan.show_secrets,
@@ -208,11 +209,6 @@ class ScanEngine:
             excluded_ports=sorted(plan.scope.excluded_ports),
             probes={lp.probe.metadata.check_id: lp.source for lp in plan.probes},
         )
-
-    @functools.cached_property
-    def _clauses(self) -> dict[str, dict[str, list[str]]]:
-        """Loaded with the first finding: a sweep or a discovery needs no framework data."""
-        return clauses_by_check()
 
     async def run(self) -> ScanResult:
         """Scan everything in scope and return the report as written, whole, in memory."""

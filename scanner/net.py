@@ -241,7 +241,8 @@ class Connection:
                 raise TimeoutError(f"no data from {self.endpoint} in time") from None
             raise
         finally:
-            self._reading = None
+            if self._reading is task:  # a second, refused read must not disarm the first's
+                self._reading = None
 
     def _deadline(self, timeout: float | None) -> float:
         return self._loop.time() + (timeout if timeout is not None
@@ -585,11 +586,16 @@ class Network:
                 reader, writer = await asyncio.open_connection(
                     host, port, ssl=tls, server_hostname=(server_hostname or "") if tls else None,
                     limit=self.limits.max_read_bytes)
+        except BaseException:
+            release()
+            raise
+        try:
             # One loop turn before anyone speaks: a device that sends a banner and hangs up
             # has its bytes read first, which talk-first probes (RTSP) rely on (our bytes would
             # meet a RST that drops the banner). A yield, not a task per connect (wait_for).
             await asyncio.sleep(0)
-        except BaseException:
+        except BaseException:  # cancelled in that turn: the socket must not outlive its slot
+            writer.transport.abort()
             release()
             raise
         if transcript is not None:

@@ -50,7 +50,7 @@ def private_file(path: Path) -> Iterator[IO[str]]:
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
                  0o600)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as handle:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
             yield handle
     except BaseException:
         temporary.unlink(missing_ok=True)
@@ -65,7 +65,8 @@ def write_private(path: Path, text: str) -> None:
 
 @dataclass(frozen=True)
 class FindingRef:
-    """What verdicts and summaries need of a finding, without its evidence."""
+    """What verdicts and summaries need of a finding, without its evidence, and where the whole
+    finding sits in the journal."""
 
     id: str
     check_id: str
@@ -73,6 +74,7 @@ class FindingRef:
     device: str
     port: int | None
     summary: str
+    span: Span
 
 
 @dataclass(repr=False)
@@ -83,9 +85,8 @@ class StoredScan:
     meta: ScanMeta
     device_spans: dict[str, Span]  # address -> its latest record
     device_models: dict[str, str | None]
-    finding_spans: list[Span]  # in report order
     ordered_findings: list[FindingRef]  # in report order
-    finding_refs: dict[str, list[FindingRef]]  # by device, in report order
+    finding_refs: dict[str, list[FindingRef]]  # the same, by device
     run_spans: list[Span]
     run_refs: dict[str, list[tuple[str, CheckStatus]]]  # by device: (check id, status)
     error_spans: list[Span]
@@ -93,18 +94,25 @@ class StoredScan:
 
     def __repr__(self) -> str:  # short: asyncio may format a finished main task's result
         return (f"StoredScan({self.journal}, {len(self.device_spans)} devices, "
-                f"{len(self.finding_spans)} findings)")
+                f"{len(self.ordered_findings)} findings)")
 
     @property
     def addresses(self) -> list[str]:
         return sorted(self.device_spans, key=_address_key)
+
+    @property
+    def finding_spans(self) -> list[Span]:
+        return [ref.span for ref in self.ordered_findings]
 
     def raw(self, spans: list[Span]) -> Iterator[dict[str, Any]]:
         """The journal's records at ``spans``, one at a time, as the JSON they were written."""
         with self.journal.open("rb") as journal:
             for offset, length in spans:
                 journal.seek(offset)
-                payload: dict[str, Any] = json.loads(journal.read(length))["data"]
+                record = json.loads(journal.read(length))
+                if not isinstance(record, dict) or "data" not in record:
+                    raise ValueError(f"{self.journal}: no journal record at byte {offset}")
+                payload: dict[str, Any] = record["data"]
                 yield payload
 
     def _models(self, spans: list[Span], model: type[RecordModel]) -> Iterator[RecordModel]:
@@ -140,12 +148,10 @@ class ResultStore:
         out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.journal_path = out_dir / JOURNAL_NAME
         mode = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if replace else 0)
-        fd = os.open(self.journal_path, mode, 0o600)
-        self._offset = os.fstat(fd).st_size  # our own count: append-mode tell() is unreliable
-        self._journal = os.fdopen(fd, "ab")
+        self._fd = os.open(self.journal_path, mode, 0o600)
         self._device_spans: dict[str, Span] = {}
         self._device_models: dict[str, str | None] = {}
-        self._findings: list[tuple[tuple[int, tuple[int, int], int, str], Span, FindingRef]] = []
+        self._findings: list[tuple[tuple[int, tuple[int, int], int, str], FindingRef]] = []
         self._run_spans: list[Span] = []
         self._run_refs: dict[str, list[tuple[str, CheckStatus]]] = defaultdict(list)
         self._error_spans: list[Span] = []
@@ -155,12 +161,18 @@ class ResultStore:
         return len(self._findings)
 
     def _append(self, kind: str, payload: dict[str, object]) -> Span:
-        line = (json.dumps({"kind": kind, "data": payload}, ensure_ascii=True) + "\n").encode()
-        self._journal.write(line)
-        self._journal.flush()
-        span = (self._offset, len(line))
-        self._offset += len(line)
-        return span
+        """One unbuffered write per record, its offset read from the file: a failed write (a
+        full disk) leaves at worst a broken line that no later record's span points into."""
+        record = {"kind": kind, "data": payload}
+        text = json.dumps(record, ensure_ascii=True)
+        if "\\ud" in text:  # a surrogate: a lone one (hostile device text) cannot be read back
+            text = json.dumps(without_lone_surrogates(record), ensure_ascii=True)
+        line = (text + "\n").encode("ascii")
+        offset = os.lseek(self._fd, 0, os.SEEK_END)
+        written = 0
+        while written < len(line):
+            written += os.write(self._fd, line[written:])
+        return offset, len(line)
 
     def start(self, meta: ScanMeta) -> None:
         self._append("meta", meta.model_dump(mode="json"))
@@ -173,9 +185,10 @@ class ResultStore:
         span = self._append("finding", finding.model_dump(mode="json"))
         key = (-finding.severity.rank, _address_key(finding.device), finding.port or 0,
                finding.check_id)
-        self._findings.append((key, span, FindingRef(
+        self._findings.append((key, FindingRef(
             id=finding.id, check_id=finding.check_id, severity=finding.severity,
-            device=finding.device, port=finding.port, summary=finding.summary[:200])))
+            device=finding.device, port=finding.port,
+            summary=without_lone_surrogates(finding.summary[:200]), span=span)))
 
     def check_run(self, run: CheckRun) -> None:
         self._run_spans.append(self._append("check_run", run.model_dump(mode="json")))
@@ -187,18 +200,30 @@ class ResultStore:
     def finish(self, meta: ScanMeta) -> StoredScan:
         """The scan as found, before any verdict: assessing and rendering come after."""
         self._append("end", {"complete": meta.complete})
-        self._journal.close()
-        ordered = sorted(self._findings, key=lambda entry: entry[0])  # stable: journal order
-        refs: dict[str, list[FindingRef]] = defaultdict(list)
-        for _, _, ref in ordered:
+        os.close(self._fd)
+        ordered = [ref for _, ref in sorted(self._findings, key=lambda entry: entry[0])]
+        refs: dict[str, list[FindingRef]] = defaultdict(list)  # stable sort: journal order kept
+        for ref in ordered:
             refs[ref.device].append(ref)
         return StoredScan(
             journal=self.journal_path, meta=meta, device_spans=self._device_spans,
-            device_models=self._device_models, finding_spans=[span for _, span, _ in ordered],
-            ordered_findings=[ref for _, _, ref in ordered], finding_refs=dict(refs),
-            run_spans=self._run_spans, run_refs=dict(self._run_refs),
+            device_models=self._device_models, ordered_findings=ordered,
+            finding_refs=dict(refs), run_spans=self._run_spans, run_refs=dict(self._run_refs),
             error_spans=self._error_spans,
-            severity_counts=Counter(ref.severity for _, _, ref in ordered))
+            severity_counts=Counter(ref.severity for ref in ordered))
+
+
+def without_lone_surrogates(value: Any) -> Any:
+    """``value`` (JSON-like data) with every unpaired UTF-16 surrogate in its strings replaced
+    by U+FFFD. Device text can carry them (JSON ``\\ud800`` escapes, ``surrogateescape``
+    decoding); no UTF-8 file can hold one, and no JSON parser this project uses reads one back."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, dict):
+        return {key: without_lone_surrogates(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [without_lone_surrogates(item) for item in value]
+    return value
 
 
 def _address_key(address: str) -> tuple[int, int]:

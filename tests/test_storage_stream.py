@@ -115,3 +115,52 @@ def test_the_store_does_not_hold_the_evidence(tmp_path: Path) -> None:
     assert len(stored.finding_spans) == 500
     assert next(stored.findings()).evidence[0].data == "x" * 32768
 
+
+
+def test_report_json_is_the_same_file_whatever_other_formats_are_asked_for(
+        tmp_path: Path) -> None:
+    """The streamed report.json is the report: asking for HTML too must not rewrite it."""
+    bare = sample_result().model_copy(update={"verdicts": [], "device_verdicts": []})
+    frameworks = select_frameworks(None)
+    texts = []
+    for formats in (["json"], ["json", "html", "sarif"]):
+        out = tmp_path / "-".join(formats)
+        write_scan_reports(_journal(bare, out), out, formats, {}, frameworks)
+        texts.append((out / REPORT_NAME).read_bytes())
+    assert texts[0] == texts[1]
+
+
+def test_text_no_utf8_file_can_hold_becomes_a_replacement_character(tmp_path: Path) -> None:
+    """A lone surrogate (a device's JSON "\\ud800", undecodable argv bytes) must not make the
+    report unreadable: it becomes U+FFFD; a real pair (an emoji) stays what it is."""
+    base = sample_result()
+    finding = base.findings[0].model_copy(update={
+        "summary": "alias \ud800 and \U0001f600",
+        "facts": {"alias": "\udc80"}})
+    meta = base.meta.model_copy(update={"command_line": ["iotbaseline", "scan", "\udcff"]})
+    bare = base.model_copy(update={"meta": meta, "findings": [finding],
+                                   "verdicts": [], "device_verdicts": []})
+    stored = _journal(bare, tmp_path)
+    write_scan_reports(stored, tmp_path, ["json", "html"], {}, select_frameworks(None))
+    report = load_report(tmp_path / REPORT_NAME)
+    assert report.findings[0].summary == "alias \ufffd and \U0001f600"
+    assert report.findings[0].facts == {"alias": "\ufffd"}
+    assert report.meta.command_line[-1] == "\ufffd"
+    assert stored.ordered_findings[0].summary == "alias \ufffd and \U0001f600"
+
+
+def test_a_broken_journal_line_does_not_shift_later_records(tmp_path: Path) -> None:
+    """A write that failed half-way (a full disk) leaves a broken line; the records after it
+    are still found where the index says."""
+    result = sample_result()
+    store = ResultStore(tmp_path)
+    store.start(result.meta)
+    store.device(result.devices[0])
+    with (tmp_path / JOURNAL_NAME).open("ab") as journal:
+        journal.write(b'{"kind": "finding", "data": {"id": "IOTB-')  # no end, no newline
+    for finding in result.findings:
+        store.finding(finding)
+    store.device(result.devices[1])
+    stored = store.finish(result.meta)
+    assert list(stored.findings()) == result.findings
+    assert [d.address for d in stored.devices()] == [d.address for d in result.devices]
