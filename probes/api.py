@@ -296,7 +296,14 @@ class FleetCheck(Probe):
     def evaluate(self, target: Target, facts: Facts) -> list[Observation]:
         return []
 
+    def fleet_facts(self, facts: Facts) -> Facts:
+        """The part of one run's facts that ``evaluate_fleet`` reads. The engine keeps it for
+        every device until the scan's end, so a check that compares one fingerprint should
+        keep just that; the default keeps everything."""
+        return facts
+
     @abstractmethod
     def evaluate_fleet(self, samples: Sequence[tuple[Target, Facts]],
                        ) -> list[tuple[Target, Observation]]:
-        """Pure: every (target, facts) of the ``reads`` probe in, failed conditions out."""
+        """Pure: every (target, fleet facts) of the ``reads`` probe in, failed conditions
+        out."""

@@ -437,6 +437,9 @@ class SshSharedHostKey(FleetCheck):
         "rotate the keys of devices already deployed.",
         categories=("weak-crypto", "shared-secret"))
 
+    def fleet_facts(self, facts: Facts) -> Facts:
+        return {"host_keys": facts.get("host_keys") or []}
+
     def evaluate_fleet(self, samples: Sequence[tuple[Target, Facts]],
                        ) -> list[tuple[Target, Observation]]:
         holders: dict[str, list[tuple[Target, dict[str, Any]]]] = {}

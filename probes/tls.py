@@ -666,6 +666,10 @@ class TlsSharedCertificate(FleetCheck):
         categories=("tls", "certificate", "class-secret"),
     )
 
+    def fleet_facts(self, facts: Facts) -> Facts:
+        leaf = _leaf(facts)
+        return {"certificates": [leaf]} if leaf is not None else {}
+
     def evaluate_fleet(self, samples: Sequence[tuple[Target, Facts]],
                        ) -> list[tuple[Target, Observation]]:
         groups: dict[str, list[tuple[Target, dict[str, Any]]]] = defaultdict(list)

@@ -57,7 +57,7 @@ from scanner.models import (
     utc_now,
 )
 from scanner.net import Limits, Network, ScopeViolation, Transcript
-from scanner.storage import REPORT_NAME, ResultStore, StoredScan, load_report
+from scanner.storage import REPORT_NAME, ResultStore, Span, StoredScan, load_report
 from scanner.targets import Scope
 
 log = logging.getLogger("iotbaseline.engine")
@@ -195,9 +195,11 @@ class ScanEngine:
             intrusiveness_cap=plan.profile.intrusiveness_cap, show_secrets=plan.show_secrets,
             trusted_ca_files=tuple(plan.profile.tls.ca_files))
         self._fleet = [lp.probe for lp in plan.probes if isinstance(lp.probe, FleetCheck)]
-        # Facts (and evidence) of the probes a fleet check reads, kept until the scan's end.
-        self._fleet_samples: dict[str, list[tuple[Target, Facts, list[Exchange]]]] = {
-            check.reads: [] for check in self._fleet}
+        # Per fleet check, what it reads of each run of its probe (``fleet_facts``), kept until
+        # the scan's end; the run's evidence waits in the journal (a span), read back only for
+        # the devices a fleet check fails.
+        self._fleet_samples: dict[str, list[tuple[Target, Facts, Span]]] = {
+            check.metadata.check_id: [] for check in self._fleet}
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
         self.meta = ScanMeta(
@@ -444,9 +446,7 @@ class ScanEngine:
                                                  transcript.exchanges))
             count = min(len(observations), 100)
             status = CheckStatus.FAIL if observations else CheckStatus.PASS
-            if metadata.check_id in self._fleet_samples:
-                self._fleet_samples[metadata.check_id].append(
-                    (target, facts, transcript.exchanges))
+            self._keep_for_fleet(metadata.check_id, target, facts, transcript)
         except NotApplicable:
             self.progress.probe_done(metadata.check_id, 0)
             return
@@ -471,10 +471,24 @@ class ScanEngine:
             details=details))
         self.progress.probe_done(probe.metadata.check_id, count)
 
+    def _keep_for_fleet(self, check_id: str, target: Target, facts: Facts,
+                        transcript: Transcript) -> None:
+        readers = [check for check in self._fleet if check.reads == check_id]
+        if not readers:
+            return
+        span = self.store.evidence(transcript.exchanges)
+        for check in readers:
+            try:
+                kept = check.fleet_facts(facts)
+            except Exception as exc:  # a plugin's bug loses this device for this check only
+                self._record_error(check.metadata.check_id, target.address, target.port, exc)
+                continue
+            self._fleet_samples[check.metadata.check_id].append((target, kept, span))
+
     def _run_fleet_checks(self) -> None:
         """Checks across devices, once every host is done (or the scan was stopped)."""
         for check in self._fleet:
-            samples = self._fleet_samples.get(check.reads, [])
+            samples = self._fleet_samples[check.metadata.check_id]
             if not samples:
                 continue
             started, clock = utc_now(), time.monotonic()
@@ -483,13 +497,15 @@ class ScanEngine:
             except Exception as exc:  # a plugin's bug loses this check only
                 self._record_error(check.metadata.check_id, "-", None, exc)
                 continue
-            evidence = {(t.address, t.port, t.service.transport): ex for t, _, ex in samples}
+            evidence = {(t.address, t.port, t.service.transport): span
+                        for t, _, span in samples}
             counts: dict[tuple[str, int, str], int] = {}
             for target, observation in failed[:1000]:
                 where = (target.address, target.port, target.service.transport)
                 counts[where] = counts.get(where, 0) + 1
-                self.store.finding(self._finding(check, target, observation,
-                                                 evidence.get(where, [])))
+                span = evidence.get(where)
+                self.store.finding(self._finding(check, target, observation, [] if span is None
+                                                 else self.store.read_evidence(span)))
             for target, _, _ in samples:
                 count = counts.get((target.address, target.port, target.service.transport), 0)
                 self._record_run(check, target, CheckStatus.FAIL if count else CheckStatus.PASS,

@@ -24,6 +24,7 @@ from scanner.models import (
     CheckRun,
     CheckStatus,
     Device,
+    Exchange,
     Finding,
     Model,
     ProbeError,
@@ -107,13 +108,8 @@ class StoredScan:
     def raw(self, spans: list[Span]) -> Iterator[dict[str, Any]]:
         """The journal's records at ``spans``, one at a time, as the JSON they were written."""
         with self.journal.open("rb") as journal:
-            for offset, length in spans:
-                journal.seek(offset)
-                record = json.loads(journal.read(length))
-                if not isinstance(record, dict) or "data" not in record:
-                    raise ValueError(f"{self.journal}: no journal record at byte {offset}")
-                payload: dict[str, Any] = record["data"]
-                yield payload
+            for span in spans:
+                yield _read_record(journal, span)
 
     def _models(self, spans: list[Span], model: type[RecordModel]) -> Iterator[RecordModel]:
         return (model.model_validate(data) for data in self.raw(spans))
@@ -197,6 +193,17 @@ class ResultStore:
     def error(self, error: ProbeError) -> None:
         self._error_spans.append(self._append("error", error.model_dump(mode="json")))
 
+    def evidence(self, exchanges: list[Exchange]) -> Span:
+        """Park a transcript that may become a finding's evidence later (a fleet check's, at the
+        scan's end): on disk, not in memory, until then."""
+        return self._append("evidence", {"exchanges": [e.model_dump(mode="json")
+                                                       for e in exchanges]})
+
+    def read_evidence(self, span: Span) -> list[Exchange]:
+        with self.journal_path.open("rb") as journal:
+            return [Exchange.model_validate(item)
+                    for item in _read_record(journal, span)["exchanges"]]
+
     def finish(self, meta: ScanMeta) -> StoredScan:
         """The scan as found, before any verdict: assessing and rendering come after."""
         self._append("end", {"complete": meta.complete})
@@ -211,6 +218,16 @@ class ResultStore:
             finding_refs=dict(refs), run_spans=self._run_spans, run_refs=dict(self._run_refs),
             error_spans=self._error_spans,
             severity_counts=Counter(ref.severity for ref in ordered))
+
+
+def _read_record(journal: IO[bytes], span: Span) -> dict[str, Any]:
+    offset, length = span
+    journal.seek(offset)
+    record = json.loads(journal.read(length))
+    if not isinstance(record, dict) or not isinstance(record.get("data"), dict):
+        raise ValueError(f"{journal.name}: no journal record at byte {offset}")
+    payload: dict[str, Any] = record["data"]
+    return payload
 
 
 def without_lone_surrogates(value: Any) -> Any:

@@ -38,7 +38,7 @@ class _BannerA(Probe):
     metadata = _metadata("demo-banner-a")
 
     async def collect(self, ctx: ProbeContext) -> Facts:
-        return {"banner": await ctx.shared("demo-banner", _read_banner)}
+        return {"banner": await ctx.shared("demo-banner", _read_banner), "bulk": "x" * 4096}
 
     def evaluate(self, target: Target, facts: Facts) -> list[Observation]:
         return []
@@ -55,10 +55,14 @@ class _SameBanner(FleetCheck):
     metadata = _metadata("demo-same-banner")
     reads = "demo-banner-a"
 
+    def fleet_facts(self, facts: Facts) -> Facts:
+        return {"banner": facts["banner"]}  # all this check compares: kept till the end
+
     def evaluate_fleet(self, samples: Sequence[tuple[Target, Facts]],
                        ) -> list[tuple[Target, Observation]]:
         by_banner: dict[str, list[Target]] = {}
         for target, facts in samples:
+            assert set(facts) == {"banner"}, "the engine must hand over fleet_facts only"
             by_banner.setdefault(facts["banner"], []).append(target)
         return [(target, Observation(summary=f"{len(group)} devices share {banner}",
                                      key=banner))
@@ -74,6 +78,13 @@ class _Broken(FleetCheck):
         raise RuntimeError("plugin bug")
 
 
+class _BrokenKeep(_SameBanner):
+    metadata = _metadata("demo-broken-keep")
+
+    def fleet_facts(self, facts: Facts) -> Facts:
+        raise ValueError("keep bug")
+
+
 def _loaded(*probes: Probe) -> list[LoadedProbe]:
     return [LoadedProbe(probe, "tests 0", False) for probe in probes]
 
@@ -87,7 +98,7 @@ async def test_one_collection_feeds_every_asking_check_and_fleet_compares_device
     try:
         result = await run_scan("127.120.0.1-3", tcp=[PORT],
                                 probes=_loaded(_BannerA(), _BannerB(), _SameBanner(),
-                                               _Broken()))
+                                               _Broken(), _BrokenKeep()))
     finally:
         for server in servers:
             await server.close()
@@ -99,7 +110,9 @@ async def test_one_collection_feeds_every_asking_check_and_fleet_compares_device
     assert shared == ["127.120.0.1", "127.120.0.2"]
     fleet = next(f for f in result.findings if f.check_id == "demo-same-banner")
     assert any("KEY-1" in e.data for e in fleet.evidence)
-    assert [e.reason for e in result.errors] == ["RuntimeError: plugin bug"]  # the fleet bug
+    # The fleet bug, and a bug keeping one device's facts, each lose that check only.
+    assert sorted(e.reason for e in result.errors) == [
+        "RuntimeError: plugin bug", *["ValueError: keep bug"] * 3]
     runs = {r.device: r.status for r in result.check_runs if r.check_id == "demo-same-banner"}
     assert runs == {"127.120.0.1": CheckStatus.FAIL, "127.120.0.2": CheckStatus.FAIL,
                     "127.120.0.3": CheckStatus.PASS}

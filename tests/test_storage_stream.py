@@ -164,3 +164,17 @@ def test_a_broken_journal_line_does_not_shift_later_records(tmp_path: Path) -> N
     stored = store.finish(result.meta)
     assert list(stored.findings()) == result.findings
     assert [d.address for d in stored.devices()] == [d.address for d in result.devices]
+
+
+def test_parked_evidence_comes_back_whole_and_stays_out_of_the_report(tmp_path: Path) -> None:
+    """A fleet check's evidence waits in the journal until the scan's end."""
+    result = sample_result()
+    exchanges = result.findings[1].evidence
+    store = ResultStore(tmp_path)
+    store.start(result.meta)
+    span = store.evidence(exchanges)
+    store.device(result.devices[0])
+    assert store.read_evidence(span) == exchanges
+    stored = store.finish(result.meta)
+    write_scan_reports(stored, tmp_path, ["json"], {}, select_frameworks(None))
+    assert load_report(tmp_path / REPORT_NAME).findings == []
