@@ -230,6 +230,8 @@ class Connection:
         """One read of up to ``cap`` bytes; TimeoutError at ``deadline`` (loop time)."""
         task = asyncio.current_task()
         assert task is not None
+        if self._reading is not None:  # as StreamReader would, but before touching the timer
+            raise RuntimeError(f"{self.endpoint}: a read is already waiting on this connection")
         cancelling = task.cancelling()
         self._reading, self._read_deadline, self._expired = task, deadline, False
         self._arm(deadline)
@@ -241,8 +243,7 @@ class Connection:
                 raise TimeoutError(f"no data from {self.endpoint} in time") from None
             raise
         finally:
-            if self._reading is task:  # a second, refused read must not disarm the first's
-                self._reading = None
+            self._reading = None
 
     def _deadline(self, timeout: float | None) -> float:
         return self._loop.time() + (timeout if timeout is not None

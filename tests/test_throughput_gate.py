@@ -11,6 +11,7 @@ import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -158,3 +159,60 @@ def test_transcript_keeps_order_cap_and_redaction_when_built_late() -> None:
         transcript.record("received", "tcp://h:1", b"x")
     assert len(transcript.exchanges) == Transcript.MAX_ENTRIES
     assert transcript.dropped == 3
+
+
+async def test_a_second_concurrent_read_does_not_disarm_the_first() -> None:
+    """Two reads at once on one connection are a caller's bug (the stream refuses the second);
+    the first must still end at its own deadline, not wait for ever."""
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(2)  # silent
+        writer.close()
+
+    network = _network()
+    async with serving(on_connect) as port, await network.open_tcp(HOST, port) as conn:
+        first = asyncio.create_task(conn.recv(timeout=0.3))
+        await asyncio.sleep(0.02)
+        with pytest.raises(RuntimeError):
+            await conn.recv(timeout=5.0)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(first, 2)
+        assert time.monotonic() - started < 0.5
+
+
+async def test_a_connect_cancelled_in_its_last_turn_leaves_no_socket_behind(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cancelled in the loop turn after the connect (a host budget, Ctrl-C): the socket is
+    aborted before its slot is released, so the device never holds more than per_host."""
+    hung_up = asyncio.Event()
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            await reader.read(1)  # EOF or a reset: the scanner let go
+        hung_up.set()
+        writer.close()
+
+    async def cancelled(delay: float) -> None:
+        raise asyncio.CancelledError
+
+    kept: list[asyncio.StreamWriter] = []  # so only the gate, not garbage collection, can close
+    real_open = asyncio.open_connection
+
+    async def open_and_keep(*args: Any, **kwargs: Any
+                            ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await real_open(*args, **kwargs)
+        kept.append(writer)
+        return reader, writer
+
+    network = _network(per_host=1)
+    async with serving(on_connect) as port:
+        monkeypatch.setattr("scanner.net.asyncio.open_connection", open_and_keep)
+        monkeypatch.setattr("scanner.net.asyncio.sleep", cancelled)
+        with pytest.raises(asyncio.CancelledError):
+            await network.open_tcp(HOST, port)
+        monkeypatch.undo()
+        assert kept and kept[0].transport.is_closing()
+        await asyncio.wait_for(hung_up.wait(), 2)
+        # The slot came back with the socket: the one per-host slot is free again at once.
+        async with await asyncio.wait_for(network.open_tcp(HOST, port), 1):
+            pass
